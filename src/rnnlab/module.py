@@ -1,0 +1,167 @@
+"""RNNLMModule: the LightningModule that trains an RNNLM with truncated BPTT.
+
+Lightning 2.x has no built-in truncated BPTT. As in the PyTorch
+word_language_model example, each training batch is one ``(B, T)`` window of an
+unshuffled, contiguous stream; the hidden state it ends with is detached and kept
+on the module for the next batch (gradients stop at the window edge, the state
+does not), and reset at every epoch start. Validation and test carry their own
+state over the whole split, and their loss is the token-weighted mean NLL over
+the split: ``ppl = exp(loss)``, ``bpc = loss / ln 2`` at char level.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics import MeanMetric
+
+from rnnlab.data.vocab import Vocab
+from rnnlab.model import RNNLM
+from rnnlab.sampling import sample_text
+
+
+def lm_metrics(loss: float, char_level: bool) -> dict[str, float]:
+    """Loss in nats per token, perplexity, and bits per character at char level."""
+    metrics = {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+    if char_level:
+        metrics["bpc"] = loss / math.log(2)
+    return metrics
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every token of a ``(B, T, V)`` batch."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+class RNNLMModule(L.LightningModule):
+    """Trains :class:`~rnnlab.model.RNNLM`; the vocabulary travels in the checkpoint."""
+
+    def __init__(
+        self,
+        vocab: dict[str, Any],
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        backend: str = "builtin",
+        embedding_dim: int | None = None,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        bptt: str = "manual",
+        sample_tokens: int = 200,
+        sample_temperature: float = 0.8,
+    ) -> None:
+        super().__init__()
+        # Plain types only, so checkpoints load with torch.load(weights_only=True);
+        # train.py logs hparams itself, together with the final metrics.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.vocab = Vocab.from_dict(vocab)
+        self.net = RNNLM(len(self.vocab), embedding_dim, hidden_size, num_layers, nonlinearity,
+                         dropout, tie_weights, backend, bptt)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.char_level = self.vocab.level == "char"
+        self.train_hidden: torch.Tensor | None = None
+        self.eval_hidden: torch.Tensor | None = None
+        self.val_nll = MeanMetric().set_dtype(torch.float64)
+        self.test_nll = MeanMetric().set_dtype(torch.float64)
+        self.best_val_loss = math.inf
+        self.train_tokens, self.train_seconds = 0, 0.0
+        self._batch_start = 0.0
+
+    def forward(
+        self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(tokens, hidden)
+
+    # -- training: one window per step, state carried and detached ------------------
+    def on_train_epoch_start(self) -> None:
+        self.train_hidden = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        logits, hidden = self.net(inputs, self.train_hidden)
+        self.train_hidden = hidden.detach()
+        loss = token_nll(logits, targets)
+        self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.train_seconds += time.perf_counter() - self._batch_start
+        self.train_tokens += batch[1].numel()
+        self.log("train/tokens_per_sec", self.tokens_per_sec, prog_bar=True)
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self.train_tokens / max(self.train_seconds, 1e-9)
+
+    # -- evaluation: the whole split with a carried state, token-weighted ------------
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: MeanMetric) -> None:
+        inputs, targets = batch
+        logits, self.eval_hidden = self.net(inputs, self.eval_hidden)
+        metric.update(token_nll(logits, targets), targets.numel())
+
+    def _log_split(self, split: str, metric: MeanMetric) -> float:
+        loss = float(metric.compute())
+        metric.reset()
+        values = lm_metrics(loss, self.char_level)
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split == "val")
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_hidden = None
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_nll)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self._log_split("val", self.val_nll)
+        if self.trainer.sanity_checking:
+            return
+        self.best_val_loss = min(self.best_val_loss, loss)
+        self._log_sample()
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_hidden = None
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_nll)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test", self.test_nll)
+
+    def sample(self, prompt: str = "", num_tokens: int | None = None, seed: int = 0) -> str:
+        """Text generated from the current weights (a private RNG: training is unaffected)."""
+        return sample_text(self.net, self.vocab, prompt, num_tokens or self.hparams.sample_tokens,
+                           temperature=self.hparams.sample_temperature, seed=seed)
+
+    def _log_sample(self) -> None:
+        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        if not writers or not self.trainer.is_global_zero or self.hparams.sample_tokens < 1:
+            return
+        text = self.sample()
+        block = "\n".join("    " + line for line in text.split("\n"))  # markdown code block
+        for writer in writers:
+            writer.add_text("sample", block, self.global_step)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("RNNLMModule needs an optimizer factory to train")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+        }

@@ -1,0 +1,75 @@
+"""Generation from a language model: prompt, temperature, top-k, greedy, seed.
+
+Needs a model that maps ``(tokens (1, T), hidden) -> (logits (1, T, V), hidden)`` and
+a vocabulary, nothing else. A private ``torch.Generator`` draws the tokens, so
+sampling never disturbs the global random state that training relies on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rnnlab.data.vocab import EOS, Vocab
+from rnnlab.errors import UserError
+
+
+def prompt_ids(vocab: Vocab, prompt: str) -> list[int]:
+    """Ids of ``prompt``; an empty prompt starts a new line (``\\n`` or ``<eos>``)."""
+    if not prompt:
+        start = EOS if vocab.level == "word" else "\n"
+        return [vocab.stoi.get(start, vocab.unk_id)]
+    ids = vocab.encode(prompt).tolist()
+    if vocab.level == "word" and not prompt.endswith("\n"):
+        ids.pop()  # tokenize ends every line with <eos>; an open prompt continues its line
+    if not ids:
+        raise UserError(f"the prompt {prompt!r} holds no tokens; give some text or none at all.")
+    return ids
+
+
+def next_token(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
+) -> int:
+    """Draw one id from ``softmax(logits / temperature)``, keeping only the ``top_k`` largest."""
+    if top_k is not None and 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    ids: list[int],
+    num_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    greedy: bool = False,
+    seed: int = 0,
+) -> list[int]:
+    """``num_tokens`` ids continuing ``ids``, carrying the hidden state token by token."""
+    if temperature <= 0:
+        raise UserError(f"temperature must be above 0, got {temperature}; use greedy=true instead.")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    logits, hidden = model(torch.tensor([ids], device=device))
+    out: list[int] = []
+    for _ in range(num_tokens):
+        last = logits[0, -1].float().cpu()
+        token = int(last.argmax()) if greedy else next_token(last, temperature, top_k, generator)
+        out.append(token)
+        logits, hidden = model(torch.tensor([[token]], device=device), hidden)
+    model.train(was_training)
+    return out
+
+
+def sample_text(
+    model: nn.Module, vocab: Vocab, prompt: str = "", num_tokens: int = 200, **options: object
+) -> str:
+    """The prompt followed by ``num_tokens`` generated tokens, as text."""
+    generated = generate(model, prompt_ids(vocab, prompt), num_tokens, **options)  # type: ignore[arg-type]
+    sep = " " if vocab.level == "word" and prompt and not prompt[-1].isspace() else ""
+    return prompt + sep + vocab.decode(generated)

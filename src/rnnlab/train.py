@@ -1,0 +1,162 @@
+"""Hydra entry point: ``rnnlab-train [overrides]`` or ``python -m rnnlab.train``.
+
+Builds the data, model, callbacks, loggers and trainer from the config, trains,
+tests the best checkpoint, prints the final metrics and a sample, and writes
+``metrics.json`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import rich
+import rich.panel
+import rich.syntax
+import rich.table
+import rich.tree
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.data.datamodule import LMDataModule
+from rnnlab.errors import exit_on_user_error
+from rnnlab.module import RNNLMModule, lm_metrics
+
+
+def config_dir() -> str:
+    """configs/ inside an installed wheel, else at the top of the checkout."""
+    packaged = Path(__file__).parent / "configs"
+    return str(packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs")
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """The resolved config, one branch per config group."""
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Every ``_target_`` entry of a group such as callbacks or logger (null entries skipped)."""
+    return [hydra.utils.instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
+
+
+def swept_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The hyperparameters a sweep varies, flat, for metrics.json and the HParams tab."""
+    return {
+        "backend": cfg.model.backend,
+        "level": cfg.data.level,
+        "hidden_size": cfg.model.hidden_size,
+        "num_layers": cfg.model.num_layers,
+        "seq_len": cfg.data.seq_len,
+        "batch_size": cfg.data.batch_size,
+        "lr": cfg.model.optimizer.lr,
+        "optimizer": cfg.model.optimizer._target_.rsplit(".", 1)[-1],
+        "dropout": cfg.model.dropout,
+        "seed": cfg.seed,
+    }
+
+
+def split_metrics(metrics: dict[str, Any], split: str) -> dict[str, float]:
+    """``{split}/x`` entries of Lightning's callback metrics as floats."""
+    prefix = f"{split}/"
+    return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def run_metrics(
+    cfg: DictConfig, module: RNNLMModule, val: dict[str, float], test: dict[str, float],
+    wall_seconds: float, trainer: L.Trainer,
+) -> dict[str, Any]:
+    """Everything metrics.json records about a finished run."""
+    best = lm_metrics(module.best_val_loss, module.char_level) if module.best_val_loss < math.inf else {}
+    return {
+        "val": val,
+        "best_val": best,
+        "test": test,
+        "tokens_per_sec": module.tokens_per_sec,
+        "train_tokens": module.train_tokens,
+        "train_seconds": module.train_seconds,
+        "wall_seconds": wall_seconds,
+        "steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "num_params": sum(p.numel() for p in module.parameters()),
+        "vocab_size": len(module.vocab),
+        "hparams": swept_hparams(cfg),
+    }
+
+
+def report(metrics: dict[str, Any], sample: str) -> None:
+    """Final val/test numbers and a sample, for the terminal."""
+    table = rich.table.Table(title="final metrics")
+    for column in ("split", "loss (nats/token)", "ppl", "bpc"):
+        table.add_column(column, justify="right")
+    for split in ("val", "best_val", "test"):
+        values = metrics[split]
+        if values:
+            table.add_row(split, *(f"{values[k]:.4f}" if k in values else "-"
+                                   for k in ("loss", "ppl", "bpc")))
+    rich.print(table)
+    rich.print(f"{metrics['tokens_per_sec']:,.0f} tokens/s over {metrics['train_seconds']:.1f} s "
+               f"of training; {metrics['num_params']:,} parameters")
+    rich.print(rich.panel.Panel(sample, title="sample"))
+
+
+def log_hparams(loggers: list[Any], metrics: dict[str, Any]) -> None:
+    """Hyperparameters with the final metrics, so TensorBoard's HParams tab compares runs."""
+    finals = {f"hp/{split}_{k}": v for split in ("val", "best_val", "test")
+              for k, v in metrics[split].items()}
+    for logger in loggers:
+        logger.log_hyperparams(metrics["hparams"], finals)
+        logger.save()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, test and report one run; returns what metrics.json holds."""
+    print_config_tree(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: LMDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module: RNNLMModule = hydra.utils.instantiate(
+        cfg.model, vocab=datamodule.vocab.to_dict(), _convert_="all"
+    )
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    wall_seconds = time.perf_counter() - start
+    val = split_metrics(trainer.callback_metrics, "val")
+    test: dict[str, float] = {}
+    if cfg.get("test"):
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        test = split_metrics(trainer.callback_metrics, "test")
+    metrics = run_metrics(cfg, module, val, test, wall_seconds, trainer)
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log_hparams(loggers, metrics)
+        report(metrics, module.sample(cfg.get("prompt", "")))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics["val"].get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: a small corpus written by the test, Hydra composition, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from rnnlab.train import config_dir
+
+CONFIG_DIR = Path(config_dir())
+
+#: A few hundred lines of varied English so that a tiny model has something to learn.
+TINY_TEXT = "".join(
+    f"line {i}: the {adj} {noun} {verb} over the lazy dog, {i % 7} times.\n"
+    for i, (adj, noun, verb) in enumerate(
+        (a, n, v)
+        for a in ("quick", "slow", "red", "blue", "brave")
+        for n in ("fox", "cat", "bird", "fish")
+        for v in ("jumps", "runs", "flies", "swims", "walks")
+    )
+)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+def compose_train(overrides: Sequence[str] = (), output_dir: Path | None = None) -> DictConfig:
+    """The train config as Hydra composes it, with ${hydra:...} resolvable."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def run_cli(
+    module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m rnnlab.<module> args`` in ``cwd``, as a user would run it."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"rnnlab.{module}", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
