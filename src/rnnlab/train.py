@@ -120,6 +120,9 @@ def log_hparams(loggers: list[Any], metrics: dict[str, Any]) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, test and report one run; returns what metrics.json holds."""
     print_config_tree(cfg)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     L.seed_everything(cfg.seed, workers=True)
     datamodule: LMDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
@@ -143,7 +146,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test = split_metrics(trainer.callback_metrics, "test")
     metrics = run_metrics(cfg, module, val, test, wall_seconds, trainer)
     if trainer.is_global_zero:
-        out = Path(cfg.paths.output_dir)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log_hparams(loggers, metrics)
         report(metrics, module.sample(cfg.get("prompt", "")))

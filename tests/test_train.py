@@ -1,0 +1,90 @@
+"""The Hydra entry point end to end, and every user mistake it must refuse in one sentence."""
+
+import json
+import re
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rnnlab.data.vocab import Vocab
+from tests.conftest import run_cli
+
+TINY_RUN = [
+    "model.hidden_size=32", "data.batch_size=4", "data.seq_len=16", "trainer.max_epochs=2",
+    "trainer.limit_train_batches=30", "model.sample_tokens=20",
+]
+
+
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_train_end_to_end(backend: str, tiny_corpus: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", f"data.path={tiny_corpus}", f"hydra.run.dir={run_dir}",
+                     f"model.backend={backend}", *TINY_RUN, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "final metrics" in result.stdout and "sample" in result.stdout
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("val", "best_val", "test"):
+        assert set(metrics[split]) == {"loss", "ppl", "bpc"}
+        assert all(math.isfinite(v) for v in metrics[split].values())
+        assert metrics[split]["ppl"] == pytest.approx(math.exp(metrics[split]["loss"]), rel=1e-6)
+    assert metrics["best_val"]["loss"] <= metrics["val"]["loss"]
+    assert metrics["train_tokens"] == 2 * 30 * 4 * 16
+    assert metrics["tokens_per_sec"] > 0 and metrics["num_params"] > 0
+    assert metrics["hparams"]["backend"] == backend and metrics["hparams"]["hidden_size"] == 32
+
+    assert "hidden_size: 32" in (run_dir / "config.yaml").read_text()
+    checkpoint = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["backend"] == backend
+    vocab = Vocab.from_dict(checkpoint["hyper_parameters"]["vocab"])
+    assert vocab.level == "char" and len(vocab) > 20
+
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), {"tensors": 0, "scalars": 0})
+    accumulator.Reload()
+    scalars = set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/ppl", "val/bpc", "train/tokens_per_sec"} <= scalars
+    assert any(tag.startswith("lr-") for tag in scalars)
+    assert len(accumulator.Scalars("val/ppl")) == 2
+    assert "sample/text_summary" in accumulator.Tags()["tensors"]
+
+
+SHORT = b"hello there\n" * 20
+LATIN1 = "café au lait".encode("latin-1") * 500
+# case: (files the test writes, overrides with {tmp} for its directory, the sentence expected)
+BAD_INPUT = {
+    "missing path": ({}, ["data.path=/no/such/corpus.txt"], "does not exist"),
+    "empty corpus": ({"e.txt": b""}, ["data.path={tmp}/e.txt"], "is empty"),
+    "too short": ({"s.txt": SHORT}, ["data.path={tmp}/s.txt"], "need at least 2080"),
+    "not utf-8": (
+        {"l.txt": LATIN1}, ["data.path={tmp}/l.txt"],
+        r"l.txt is not UTF-8 text \(invalid byte at offset 3\)",
+    ),
+    "seq_len 0": ({}, ["data.seq_len=0"], "data.seq_len must be at least 1, got 0"),
+    "batch_size 0": ({}, ["data.batch_size=0"], "data.batch_size must be at least 1"),
+    "hidden_size 0": ({}, ["model.hidden_size=0"], "model.hidden_size must be at least 1"),
+    "unknown backend": ({}, ["model.backend=cudnn"], "unknown model.backend 'cudnn'"),
+    "unknown level": ({}, ["data.level=byte"], "unknown tokenization level 'byte'"),
+    "preset offline": (
+        {}, ["data=shakespeare_char", "paths.data_dir={tmp}/data"],
+        "if offline, pass a local copy with data.path=",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_one_sentence_and_exit_1(case: str, tmp_path: Path):
+    files, overrides, message = BAD_INPUT[case]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    result = run_cli(
+        "train", *(o.format(tmp=tmp_path) for o in overrides), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+        env={"https_proxy": "http://127.0.0.1:9"},  # a download is refused at once: offline
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ")
+    assert re.search(message, last_line), last_line
