@@ -62,8 +62,8 @@ def test_training_carries_a_detached_state_between_batches(tiny_corpus: Path):
                                second[1].reshape(-1))
     fresh = F.cross_entropy(module.net(second[0])[0].reshape(-1, len(module.vocab)),
                             second[1].reshape(-1))
-    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
-    assert float(loss) != pytest.approx(float(fresh), rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert float(loss.detach()) != pytest.approx(float(fresh), rel=1e-4)
     module.on_train_epoch_start()
     assert module.train_hidden is None
 

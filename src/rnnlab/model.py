@@ -54,8 +54,10 @@ class RNNLM(nn.Module):
                      tie_weights, backend)
         self.backend = backend
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        # Inside the core, dropout only acts between layers (both backends warn otherwise).
+        core_dropout = dropout if num_layers > 1 else 0.0
         self.rnn = recurrent_core(backend, embedding_dim, hidden_size, num_layers, nonlinearity,
-                                  dropout, bptt)
+                                  core_dropout, bptt)
         self.dropout = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if tie_weights:

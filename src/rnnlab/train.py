@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.data.datamodule import LMDataModule
 from rnnlab.errors import exit_on_user_error
 from rnnlab.module import RNNLMModule, lm_metrics
+
+
+# Lightning's own use of a deprecated torch API; nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def config_dir() -> str:
