@@ -19,7 +19,6 @@ $(STAMP): pyproject.toml
 	else \
 		$(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)

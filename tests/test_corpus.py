@@ -11,7 +11,7 @@ from rnnlab.errors import UserError
 def test_default_corpus_is_real_text_of_size():
     text = default_text()
     assert len(text.encode("utf-8")) > 400_000
-    assert "The \"assert\" statement" in text
+    assert 'The "assert" statement' in text
 
 
 def test_split_is_contiguous_and_line_aligned():
@@ -37,7 +37,9 @@ def test_crlf_reads_like_lf(tmp_path: Path):
 def test_non_utf8_names_file_and_offset(tmp_path: Path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("abc café\n".encode("latin-1"))
-    with pytest.raises(UserError, match=r"latin1.txt is not UTF-8 text \(invalid byte at offset 7\)"):
+    with pytest.raises(
+        UserError, match=r"latin1.txt is not UTF-8 text \(invalid byte at offset 7\)"
+    ):
         read_text(path)
 
 
@@ -47,7 +49,11 @@ def test_missing_path(tmp_path: Path):
 
 
 def test_directory_layouts(tmp_path: Path):
-    for name, text in (("ptb.train.txt", "a b\n"), ("ptb.valid.txt", "c\n"), ("ptb.test.txt", "d\n")):
+    for name, text in (
+        ("ptb.train.txt", "a b\n"),
+        ("ptb.valid.txt", "c\n"),
+        ("ptb.test.txt", "d\n"),
+    ):
         (tmp_path / name).write_text(text)
     assert load_splits(path=tmp_path) == {"train": "a b\n", "val": "c\n", "test": "d\n"}
     (tmp_path / "ptb.train.txt").unlink()
@@ -86,5 +92,7 @@ def test_preset_download_rejects_wrong_sha256(tmp_path: Path, monkeypatch):
 
 def test_preset_offline_says_how_to_pass_a_local_copy(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # refused at once: offline
-    with pytest.raises(UserError, match=r"if offline, pass a local copy with data.path=/path/to/input.txt"):
+    with pytest.raises(
+        UserError, match=r"if offline, pass a local copy with data.path=/path/to/input.txt"
+    ):
         load_splits("shakespeare_char", data_dir=tmp_path)

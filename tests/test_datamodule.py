@@ -50,7 +50,7 @@ def test_train_loader_is_in_order_and_not_shuffled(tiny_corpus: Path):
     dm = make_dm(tiny_corpus, batch_size=4, seq_len=10)
     first = [x for x, _ in dm.train_dataloader()]
     second = [x for x, _ in dm.train_dataloader()]
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert torch.equal(torch.cat(first, 1), batchify(dm.ids["train"], 4)[:, : len(first) * 10])
 
 
@@ -68,7 +68,9 @@ def test_ddp_ranks_read_disjoint_contiguous_slices(tiny_corpus: Path):
 def test_too_short_corpus_says_how_many_tokens(tmp_path: Path):
     path = tmp_path / "short.txt"
     path.write_text("abcdefghij\n" * 10)  # 99 train chars
-    with pytest.raises(UserError, match=r"train split .* has 99 tokens, but 32 rows of 65 need at least 2080"):
+    with pytest.raises(
+        UserError, match=r"train split .* has 99 tokens, but 32 rows of 65 need at least 2080"
+    ):
         make_dm(path, batch_size=32, seq_len=64)
 
 

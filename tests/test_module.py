@@ -13,8 +13,14 @@ from rnnlab.module import RNNLMModule
 
 def quiet_trainer(**kwargs) -> L.Trainer:
     return L.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False, **kwargs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        **kwargs,
     )
 
 
@@ -22,8 +28,9 @@ def make(tiny_corpus: Path, **data) -> tuple[LMDataModule, RNNLMModule]:
     dm = LMDataModule(path=str(tiny_corpus), **data)
     dm.setup("fit")
     torch.manual_seed(0)
-    module = RNNLMModule(dm.vocab.to_dict(), partial(torch.optim.Adam, lr=1e-2), hidden_size=16,
-                         sample_tokens=0)
+    module = RNNLMModule(
+        dm.vocab.to_dict(), partial(torch.optim.Adam, lr=1e-2), hidden_size=16, sample_tokens=0
+    )
     return dm, module
 
 
@@ -37,8 +44,9 @@ def test_val_ppl_is_exp_of_token_weighted_nll(tiny_corpus: Path):
     with torch.no_grad():
         for inputs, targets in dm.val_dataloader():
             logits, hidden = module.net(inputs, hidden)
-            batch_nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).double(),
-                                        targets.reshape(-1), reduction="sum")
+            batch_nll = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).double(), targets.reshape(-1), reduction="sum"
+            )
             nll, count = nll + float(batch_nll), count + targets.numel()
             batch_ppl.append(math.exp(float(batch_nll) / targets.numel()))
     assert count == 3 * (dm.num_tokens("val") // 3 - 1)  # every target of every row
@@ -58,10 +66,12 @@ def test_training_carries_a_detached_state_between_batches(tiny_corpus: Path):
     carried = module.train_hidden
     assert carried is not None and not carried.requires_grad
     loss = module.training_step(second, 1)
-    expected = F.cross_entropy(module.net(second[0], carried)[0].reshape(-1, len(module.vocab)),
-                               second[1].reshape(-1))
-    fresh = F.cross_entropy(module.net(second[0])[0].reshape(-1, len(module.vocab)),
-                            second[1].reshape(-1))
+    expected = F.cross_entropy(
+        module.net(second[0], carried)[0].reshape(-1, len(module.vocab)), second[1].reshape(-1)
+    )
+    fresh = F.cross_entropy(
+        module.net(second[0])[0].reshape(-1, len(module.vocab)), second[1].reshape(-1)
+    )
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
     assert float(loss.detach()) != pytest.approx(float(fresh), rel=1e-4)
     module.on_train_epoch_start()

@@ -1,28 +1,39 @@
 """The Hydra entry point end to end, and every user mistake it must refuse in one sentence."""
 
 import json
-import re
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from rnnlab.data.vocab import Vocab
 from tests.conftest import run_cli
 
 TINY_RUN = [
-    "model.hidden_size=32", "data.batch_size=4", "data.seq_len=16", "trainer.max_epochs=2",
-    "trainer.limit_train_batches=30", "model.sample_tokens=20",
+    "model.hidden_size=32",
+    "data.batch_size=4",
+    "data.seq_len=16",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=30",
+    "model.sample_tokens=20",
 ]
 
 
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
 def test_train_end_to_end(backend: str, tiny_corpus: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_cli("train", f"data.path={tiny_corpus}", f"hydra.run.dir={run_dir}",
-                     f"model.backend={backend}", *TINY_RUN, cwd=tmp_path)
+    result = run_cli(
+        "train",
+        f"data.path={tiny_corpus}",
+        f"hydra.run.dir={run_dir}",
+        f"model.backend={backend}",
+        *TINY_RUN,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "final metrics" in result.stdout and "sample" in result.stdout
 
@@ -49,6 +60,11 @@ def test_train_end_to_end(backend: str, tiny_corpus: Path, tmp_path: Path):
     assert any(tag.startswith("lr-") for tag in scalars)
     assert len(accumulator.Scalars("val/ppl")) == 2
     assert "sample/text_summary" in accumulator.Tags()["tensors"]
+    hparams = HParamsPluginData.FromString(
+        accumulator.PluginTagToContent("hparams")["_hparams_/experiment"]
+    ).experiment
+    assert "hp/val_ppl" in {m.name.tag for m in hparams.metric_infos}
+    assert {"backend", "hidden_size", "seq_len", "lr"} <= {h.name for h in hparams.hparam_infos}
 
 
 SHORT = b"hello there\n" * 20
@@ -59,7 +75,8 @@ BAD_INPUT = {
     "empty corpus": ({"e.txt": b""}, ["data.path={tmp}/e.txt"], "is empty"),
     "too short": ({"s.txt": SHORT}, ["data.path={tmp}/s.txt"], "need at least 2080"),
     "not utf-8": (
-        {"l.txt": LATIN1}, ["data.path={tmp}/l.txt"],
+        {"l.txt": LATIN1},
+        ["data.path={tmp}/l.txt"],
         r"l.txt is not UTF-8 text \(invalid byte at offset 3\)",
     ),
     "seq_len 0": ({}, ["data.seq_len=0"], "data.seq_len must be at least 1, got 0"),
@@ -68,7 +85,8 @@ BAD_INPUT = {
     "unknown backend": ({}, ["model.backend=cudnn"], "unknown model.backend 'cudnn'"),
     "unknown level": ({}, ["data.level=byte"], "unknown tokenization level 'byte'"),
     "preset offline": (
-        {}, ["data=shakespeare_char", "paths.data_dir={tmp}/data"],
+        {},
+        ["data=shakespeare_char", "paths.data_dir={tmp}/data"],
         "if offline, pass a local copy with data.path=",
     ),
 }
@@ -80,7 +98,10 @@ def test_bad_input_is_one_sentence_and_exit_1(case: str, tmp_path: Path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     result = run_cli(
-        "train", *(o.format(tmp=tmp_path) for o in overrides), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+        "train",
+        *(o.format(tmp=tmp_path) for o in overrides),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
         env={"https_proxy": "http://127.0.0.1:9"},  # a download is refused at once: offline
     )
     assert result.returncode == 1

@@ -54,5 +54,7 @@ def test_json_round_trip():
 
 
 def test_unknown_level_is_one_sentence():
-    with pytest.raises(UserError, match="unknown tokenization level 'byte'; use one of: char, word"):
+    with pytest.raises(
+        UserError, match="unknown tokenization level 'byte'; use one of: char, word"
+    ):
         Vocab.build("abc", "byte")

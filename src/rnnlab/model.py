@@ -22,15 +22,22 @@ NONLINEARITIES = ("tanh", "relu")
 
 
 def recurrent_core(
-    backend: str, input_size: int, hidden_size: int, num_layers: int, nonlinearity: str,
-    dropout: float, bptt: str,
+    backend: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    nonlinearity: str,
+    dropout: float,
+    bptt: str,
 ) -> nn.Module:
     """The recurrent layer stack for ``backend``; ``bptt`` only concerns the custom one."""
     if backend == "builtin":
-        return nn.RNN(input_size, hidden_size, num_layers, nonlinearity=nonlinearity,
-                      dropout=dropout)
-    return CustomRNN(input_size, hidden_size, num_layers, nonlinearity=nonlinearity,
-                     dropout=dropout, bptt=bptt)
+        return nn.RNN(
+            input_size, hidden_size, num_layers, nonlinearity=nonlinearity, dropout=dropout
+        )
+    return CustomRNN(
+        input_size, hidden_size, num_layers, nonlinearity=nonlinearity, dropout=dropout, bptt=bptt
+    )
 
 
 class RNNLM(nn.Module):
@@ -50,14 +57,23 @@ class RNNLM(nn.Module):
     ) -> None:
         super().__init__()
         embedding_dim = embedding_dim or hidden_size
-        check_config(vocab_size, embedding_dim, hidden_size, num_layers, nonlinearity, dropout,
-                     tie_weights, backend)
+        check_config(
+            vocab_size,
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            nonlinearity,
+            dropout,
+            tie_weights,
+            backend,
+        )
         self.backend = backend
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         # Inside the core, dropout only acts between layers (both backends warn otherwise).
         core_dropout = dropout if num_layers > 1 else 0.0
-        self.rnn = recurrent_core(backend, embedding_dim, hidden_size, num_layers, nonlinearity,
-                                  core_dropout, bptt)
+        self.rnn = recurrent_core(
+            backend, embedding_dim, hidden_size, num_layers, nonlinearity, core_dropout, bptt
+        )
         self.dropout = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
@@ -73,8 +89,14 @@ class RNNLM(nn.Module):
 
 
 def check_config(
-    vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, nonlinearity: str,
-    dropout: float, tie_weights: bool, backend: str,
+    vocab_size: int,
+    embedding_dim: int,
+    hidden_size: int,
+    num_layers: int,
+    nonlinearity: str,
+    dropout: float,
+    tie_weights: bool,
+    backend: str,
 ) -> None:
     """Refuse impossible model settings with one sentence each, before building anything."""
     if backend not in BACKENDS:
@@ -83,8 +105,12 @@ def check_config(
         raise UserError(
             f"unknown model.nonlinearity {nonlinearity!r}; use one of: {', '.join(NONLINEARITIES)}."
         )
-    for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers), ("embedding_dim", embedding_dim)):
+    for name, value in (
+        ("vocab_size", vocab_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+        ("embedding_dim", embedding_dim),
+    ):
         if value < 1:
             raise UserError(f"model.{name} must be at least 1, got {value}.")
     if not 0.0 <= dropout < 1.0:

@@ -64,8 +64,17 @@ class RNNLMModule(L.LightningModule):
         # train.py logs hparams itself, together with the final metrics.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.vocab = Vocab.from_dict(vocab)
-        self.net = RNNLM(len(self.vocab), embedding_dim, hidden_size, num_layers, nonlinearity,
-                         dropout, tie_weights, backend, bptt)
+        self.net = RNNLM(
+            len(self.vocab),
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            nonlinearity,
+            dropout,
+            tie_weights,
+            backend,
+            bptt,
+        )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.char_level = self.vocab.level == "char"
         self.train_hidden: torch.Tensor | None = None
@@ -88,7 +97,9 @@ class RNNLMModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         inputs, targets = batch
         logits, hidden = self.net(inputs, self.train_hidden)
         self.train_hidden = hidden.detach()
@@ -142,8 +153,14 @@ class RNNLMModule(L.LightningModule):
 
     def sample(self, prompt: str = "", num_tokens: int | None = None, seed: int = 0) -> str:
         """Text generated from the current weights (a private RNG: training is unaffected)."""
-        return sample_text(self.net, self.vocab, prompt, num_tokens or self.hparams.sample_tokens,
-                           temperature=self.hparams.sample_temperature, seed=seed)
+        return sample_text(
+            self.net,
+            self.vocab,
+            prompt,
+            num_tokens or self.hparams.sample_tokens,
+            temperature=self.hparams.sample_temperature,
+            seed=seed,
+        )
 
     def _log_sample(self) -> None:
         writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]

@@ -28,7 +28,6 @@ from rnnlab.data.datamodule import LMDataModule
 from rnnlab.errors import exit_on_user_error
 from rnnlab.module import RNNLMModule, lm_metrics
 
-
 # Lightning's own use of a deprecated torch API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
@@ -43,7 +42,9 @@ def print_config_tree(cfg: DictConfig) -> None:
     """The resolved config, one branch per config group."""
     tree = rich.tree.Tree("config", guide_style="dim")
     for key, value in cfg.items():
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
 
@@ -72,15 +73,23 @@ def swept_hparams(cfg: DictConfig) -> dict[str, Any]:
 def split_metrics(metrics: dict[str, Any], split: str) -> dict[str, float]:
     """``{split}/x`` entries of Lightning's callback metrics as floats."""
     prefix = f"{split}/"
-    return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
 def run_metrics(
-    cfg: DictConfig, module: RNNLMModule, val: dict[str, float], test: dict[str, float],
-    wall_seconds: float, trainer: L.Trainer,
+    cfg: DictConfig,
+    module: RNNLMModule,
+    val: dict[str, float],
+    test: dict[str, float],
+    wall_seconds: float,
+    trainer: L.Trainer,
 ) -> dict[str, Any]:
     """Everything metrics.json records about a finished run."""
-    best = lm_metrics(module.best_val_loss, module.char_level) if module.best_val_loss < math.inf else {}
+    best = (
+        lm_metrics(module.best_val_loss, module.char_level)
+        if module.best_val_loss < math.inf
+        else {}
+    )
     return {
         "val": val,
         "best_val": best,
@@ -105,18 +114,24 @@ def report(metrics: dict[str, Any], sample: str) -> None:
     for split in ("val", "best_val", "test"):
         values = metrics[split]
         if values:
-            table.add_row(split, *(f"{values[k]:.4f}" if k in values else "-"
-                                   for k in ("loss", "ppl", "bpc")))
+            table.add_row(
+                split, *(f"{values[k]:.4f}" if k in values else "-" for k in ("loss", "ppl", "bpc"))
+            )
     rich.print(table)
-    rich.print(f"{metrics['tokens_per_sec']:,.0f} tokens/s over {metrics['train_seconds']:.1f} s "
-               f"of training; {metrics['num_params']:,} parameters")
+    rich.print(
+        f"{metrics['tokens_per_sec']:,.0f} tokens/s over {metrics['train_seconds']:.1f} s "
+        f"of training; {metrics['num_params']:,} parameters"
+    )
     rich.print(rich.panel.Panel(sample, title="sample"))
 
 
 def log_hparams(loggers: list[Any], metrics: dict[str, Any]) -> None:
     """Hyperparameters with the final metrics, so TensorBoard's HParams tab compares runs."""
-    finals = {f"hp/{split}_{k}": v for split in ("val", "best_val", "test")
-              for k, v in metrics[split].items()}
+    finals = {
+        f"hp/{split}_{k}": v
+        for split in ("val", "best_val", "test")
+        for k, v in metrics[split].items()
+    }
     for logger in loggers:
         logger.log_hyperparams(metrics["hparams"], finals)
         logger.save()

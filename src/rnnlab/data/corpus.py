@@ -141,8 +141,7 @@ def read_directory(path: Path) -> dict[str, str]:
         found = next((path / n for n in names if (path / n).is_file()), None)
         if found is None:
             raise UserError(
-                f"corpus directory {path} has no {split} file; "
-                f"expected one of: {', '.join(names)}."
+                f"corpus directory {path} has no {split} file; expected one of: {', '.join(names)}."
             )
         splits[split] = read_text(found)
     return splits

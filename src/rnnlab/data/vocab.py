@@ -64,9 +64,7 @@ class Vocab:
         self.eos_id = self.stoi.get(EOS)
 
     @classmethod
-    def build(
-        cls, text: str, level: str, min_freq: int = 1, max_size: int | None = None
-    ) -> Vocab:
+    def build(cls, text: str, level: str, min_freq: int = 1, max_size: int | None = None) -> Vocab:
         """Vocabulary of ``text``: tokens seen at least ``min_freq`` times, most frequent first.
 
         ``max_size`` counts the special tokens too. Ties keep first-seen order, so
@@ -98,7 +96,7 @@ class Vocab:
         return sum(tok not in self.stoi for tok in tokenize(text, self.level))
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``: chars joined as they are; words joined by spaces, ``<eos>`` a newline."""
+        """Text of ``ids``: chars joined as they are; words by spaces, ``<eos>`` a newline."""
         tokens = [self.itos[int(i)] for i in ids]
         if self.level == "char":
             return "".join(CHAR_UNK if tok == UNK else tok for tok in tokens)
