@@ -1,4 +1,4 @@
-"""Nothing outside the recurrent core knows which backend runs: same numbers, swappable checkpoints."""
+"""Nothing outside the core knows which backend runs: same losses, swappable checkpoints."""
 
 from functools import partial
 from pathlib import Path
