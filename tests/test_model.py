@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -62,3 +64,15 @@ def test_tied_weights_share_storage():
 def test_impossible_settings(kwargs: dict, message: str):
     with pytest.raises(UserError, match=message):
         RNNLM(11, **kwargs)
+
+
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_initial_loss_is_near_uniform(tie_weights: bool):
+    """A fresh model knows nothing: its loss starts within 0.05 nats of ln(V)."""
+    torch.manual_seed(0)
+    vocab_size = 1000
+    model = RNNLM(vocab_size, hidden_size=256, tie_weights=tie_weights)
+    tokens = torch.randint(0, vocab_size, (8, 32))
+    logits, _ = model(tokens)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), tokens.reshape(-1))
+    assert abs(loss.item() - math.log(vocab_size)) < 0.05

@@ -78,6 +78,16 @@ class RNNLM(nn.Module):
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.init_weights()
+
+    def init_weights(self, scale: float = 0.1) -> None:
+        """Embedding and decoder uniform in [-0.1, 0.1], decoder bias zero (as the PyTorch
+        word_language_model example): nn.Embedding's N(0, 1) makes a tied decoder start with
+        logits of size sqrt(H) and an initial loss far above ln(V). The core keeps nn.RNN's init.
+        """
+        nn.init.uniform_(self.embedding.weight, -scale, scale)
+        nn.init.uniform_(self.decoder.weight, -scale, scale)
+        nn.init.zeros_(self.decoder.bias)
 
     def forward(
         self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
