@@ -81,7 +81,8 @@ class RNNLMModule(L.LightningModule):
         self.eval_hidden: torch.Tensor | None = None
         self.val_nll = MeanMetric().set_dtype(torch.float64)
         self.test_nll = MeanMetric().set_dtype(torch.float64)
-        self.best_val_loss = math.inf
+        #: the last full-precision loss of each evaluated split, and the best val loss
+        self.losses: dict[str, float] = {}
         self.train_tokens, self.train_seconds = 0, 0.0
         self._batch_start = 0.0
 
@@ -139,7 +140,8 @@ class RNNLMModule(L.LightningModule):
         loss = self._log_split("val", self.val_nll)
         if self.trainer.sanity_checking:
             return
-        self.best_val_loss = min(self.best_val_loss, loss)
+        self.losses["val"] = loss
+        self.losses["best_val"] = min(self.losses.get("best_val", math.inf), loss)
         self._log_sample()
 
     def on_test_epoch_start(self) -> None:
@@ -149,7 +151,15 @@ class RNNLMModule(L.LightningModule):
         self._evaluate(batch, self.test_nll)
 
     def on_test_epoch_end(self) -> None:
-        self._log_split("test", self.test_nll)
+        self.losses["test"] = self._log_split("test", self.test_nll)
+
+    def final_metrics(self) -> dict[str, dict[str, float]]:
+        """Loss, ppl (and bpc) of the last val, the best val and the test run, as far as run."""
+        splits = ("val", "best_val", "test")
+        return {
+            s: lm_metrics(self.losses[s], self.char_level) if s in self.losses else {}
+            for s in splits
+        }
 
     def sample(self, prompt: str = "", num_tokens: int | None = None, seed: int = 0) -> str:
         """Text generated from the current weights (a private RNG: training is unaffected)."""

@@ -8,7 +8,6 @@ tests the best checkpoint, prints the final metrics and a sample, and writes
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.data.datamodule import LMDataModule
 from rnnlab.errors import exit_on_user_error
-from rnnlab.module import RNNLMModule, lm_metrics
+from rnnlab.module import RNNLMModule
 
 # Lightning's own use of a deprecated torch API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -70,30 +69,12 @@ def swept_hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def split_metrics(metrics: dict[str, Any], split: str) -> dict[str, float]:
-    """``{split}/x`` entries of Lightning's callback metrics as floats."""
-    prefix = f"{split}/"
-    return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
-
-
 def run_metrics(
-    cfg: DictConfig,
-    module: RNNLMModule,
-    val: dict[str, float],
-    test: dict[str, float],
-    wall_seconds: float,
-    trainer: L.Trainer,
+    cfg: DictConfig, module: RNNLMModule, wall_seconds: float, trainer: L.Trainer
 ) -> dict[str, Any]:
     """Everything metrics.json records about a finished run."""
-    best = (
-        lm_metrics(module.best_val_loss, module.char_level)
-        if module.best_val_loss < math.inf
-        else {}
-    )
     return {
-        "val": val,
-        "best_val": best,
-        "test": test,
+        **module.final_metrics(),
         "tokens_per_sec": module.tokens_per_sec,
         "train_tokens": module.train_tokens,
         "train_seconds": module.train_seconds,
@@ -157,14 +138,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     wall_seconds = time.perf_counter() - start
-    val = split_metrics(trainer.callback_metrics, "val")
-    test: dict[str, float] = {}
     if cfg.get("test"):
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        test = split_metrics(trainer.callback_metrics, "test")
-    metrics = run_metrics(cfg, module, val, test, wall_seconds, trainer)
+    metrics = run_metrics(cfg, module, wall_seconds, trainer)
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log_hparams(loggers, metrics)
