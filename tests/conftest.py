@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from rnnlab.train import config_dir
+from rnnlab import config_dir
 
 CONFIG_DIR = Path(config_dir())
 
@@ -30,6 +30,30 @@ TINY_TEXT = "".join(
 )
 
 
+#: A run small enough for a test: a few seconds on 2 cores.
+TINY_RUN = (
+    "model.hidden_size=32",
+    "data.batch_size=4",
+    "data.seq_len=16",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=30",
+    "model.sample_tokens=20",
+)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of one tiny training through the CLI, shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("trained")
+    (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    result = run_cli(
+        "train", f"data.path={root / 'tiny.txt'}", f"hydra.run.dir={root / 'run'}", *TINY_RUN,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
@@ -37,11 +61,13 @@ def tiny_corpus(tmp_path: Path) -> Path:
     return path
 
 
-def compose_train(overrides: Sequence[str] = (), output_dir: Path | None = None) -> DictConfig:
-    """The train config as Hydra composes it, with ${hydra:...} resolvable."""
+def compose_train(
+    overrides: Sequence[str] = (), output_dir: Path | None = None, name: str = "train"
+) -> DictConfig:
+    """A config (train by default) as Hydra composes it, with ${hydra:...} resolvable."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig().set_config(cfg)
     if output_dir is not None:
         with open_dict(cfg):

@@ -11,16 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from rnnlab.data.vocab import Vocab
-from tests.conftest import run_cli
+from tests.conftest import TINY_RUN, run_cli
 
-TINY_RUN = [
-    "model.hidden_size=32",
-    "data.batch_size=4",
-    "data.seq_len=16",
-    "trainer.max_epochs=2",
-    "trainer.limit_train_batches=30",
-    "model.sample_tokens=20",
-]
 
 
 @pytest.mark.parametrize("backend", ["builtin", "custom"])

@@ -32,7 +32,7 @@ def test_missing_final_newline_counts_like_present():
 def test_unknown_tokens_map_to_unk():
     vocab = Vocab.build("abc", "char")
     assert vocab.encode("abz").tolist() == [vocab.stoi["a"], vocab.stoi["b"], vocab.unk_id]
-    assert vocab.count_unknown("abzz") == 2
+    assert vocab.unknown_tokens("azbzy") == ["z", "y"]
     words = Vocab.build("the cat\n", "word")
     assert words.encode("the dog\n").tolist() == [words.stoi["the"], words.unk_id, words.eos_id]
     assert words.decode(words.encode("the dog\n")) == "the <unk>\n"

@@ -12,8 +12,10 @@ the split: ``ppl = exp(loss)``, ``bpc = loss / ln 2`` at char level.
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -23,6 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MeanMetric
 
 from rnnlab.data.vocab import Vocab
+from rnnlab.errors import UserError
 from rnnlab.model import RNNLM
 from rnnlab.sampling import sample_text
 
@@ -162,15 +165,50 @@ class RNNLMModule(L.LightningModule):
         }
 
     def sample(self, prompt: str = "", num_tokens: int | None = None, seed: int = 0) -> str:
-        """Text generated from the current weights (a private RNG: training is unaffected)."""
+        """Text generated from the current weights (a private RNG: training is unaffected).
+
+        Unknown prompt tokens become ``<unk>``: a courtesy sample never fails a run.
+        """
+        tokens = num_tokens or self.hparams.sample_tokens
+        temperature = self.hparams.sample_temperature
         return sample_text(
             self.net,
             self.vocab,
             prompt,
-            num_tokens or self.hparams.sample_tokens,
-            temperature=self.hparams.sample_temperature,
+            tokens,
+            allow_unknown=True,
+            temperature=temperature,
             seed=seed,
         )
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, backend: str | None = None, map_location: str = "cpu"
+    ) -> RNNLMModule:
+        """A trained module, loaded with ``weights_only=True``, on either backend."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} does not exist; check ckpt_path.")
+        overrides = {"backend": backend} if backend else {}
+        try:
+            return cls.load_from_checkpoint(
+                path, map_location=map_location, weights_only=True, **overrides
+            )
+        except UserError:
+            raise
+        except (
+            OSError,
+            RuntimeError,
+            EOFError,
+            KeyError,
+            TypeError,
+            ValueError,
+            pickle.UnpicklingError,
+        ) as exc:
+            raise UserError(
+                f"{path} is not a readable rnnlab checkpoint ({type(exc).__name__}); "
+                "it may be truncated or written by another program."
+            ) from None
 
     def _log_sample(self) -> None:
         writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]

@@ -14,8 +14,19 @@ from rnnlab.data.vocab import EOS, Vocab
 from rnnlab.errors import UserError
 
 
-def prompt_ids(vocab: Vocab, prompt: str) -> list[int]:
-    """Ids of ``prompt``; an empty prompt starts a new line (``\\n`` or ``<eos>``)."""
+def prompt_ids(vocab: Vocab, prompt: str, allow_unknown: bool = False) -> list[int]:
+    """Ids of ``prompt``; an empty prompt starts a new line (``\\n`` or ``<eos>``).
+
+    Tokens the model never saw are refused, naming them, unless ``allow_unknown``
+    maps them to ``<unk>``.
+    """
+    unknown = vocab.unknown_tokens(prompt)
+    if unknown and not allow_unknown:
+        shown = " ".join(repr(tok) for tok in unknown[:20])
+        raise UserError(
+            f"the prompt holds {len(unknown)} token(s) the model never saw: {shown}; "
+            "remove them, or pass unknown=unk to map them to <unk>."
+        )
     if not prompt:
         start = EOS if vocab.level == "word" else "\n"
         return [vocab.stoi.get(start, vocab.unk_id)]
@@ -67,9 +78,15 @@ def generate(
 
 
 def sample_text(
-    model: nn.Module, vocab: Vocab, prompt: str = "", num_tokens: int = 200, **options: object
+    model: nn.Module,
+    vocab: Vocab,
+    prompt: str = "",
+    num_tokens: int = 200,
+    allow_unknown: bool = False,
+    **options: object,
 ) -> str:
     """The prompt followed by ``num_tokens`` generated tokens, as text."""
-    generated = generate(model, prompt_ids(vocab, prompt), num_tokens, **options)  # type: ignore[arg-type]
+    ids = prompt_ids(vocab, prompt, allow_unknown)
+    generated = generate(model, ids, num_tokens, **options)  # type: ignore[arg-type]
     sep = " " if vocab.level == "word" and prompt and not prompt[-1].isspace() else ""
     return prompt + sep + vocab.decode(generated)

@@ -19,22 +19,18 @@ import rich
 import rich.panel
 import rich.syntax
 import rich.table
+import rich.text
 import rich.tree
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab import config_dir
 from rnnlab.data.datamodule import LMDataModule
 from rnnlab.errors import exit_on_user_error
 from rnnlab.module import RNNLMModule
 
 # Lightning's own use of a deprecated torch API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-
-
-def config_dir() -> str:
-    """configs/ inside an installed wheel, else at the top of the checkout."""
-    packaged = Path(__file__).parent / "configs"
-    return str(packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs")
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -103,7 +99,7 @@ def report(metrics: dict[str, Any], sample: str) -> None:
         f"{metrics['tokens_per_sec']:,.0f} tokens/s over {metrics['train_seconds']:.1f} s "
         f"of training; {metrics['num_params']:,} parameters"
     )
-    rich.print(rich.panel.Panel(sample, title="sample"))
+    rich.print(rich.panel.Panel(rich.text.Text(sample), title="sample"))
 
 
 def log_hparams(loggers: list[Any], metrics: dict[str, Any]) -> None:

@@ -91,9 +91,9 @@ class Vocab:
         get, unk = self.stoi.get, self.unk_id
         return np.fromiter((get(tok, unk) for tok in tokenize(text, self.level)), dtype=np.int64)
 
-    def count_unknown(self, text: str) -> int:
-        """How many tokens of ``text`` fall outside the vocabulary."""
-        return sum(tok not in self.stoi for tok in tokenize(text, self.level))
+    def unknown_tokens(self, text: str) -> list[str]:
+        """The distinct tokens of ``text`` outside the vocabulary, in order of appearance."""
+        return list(dict.fromkeys(t for t in tokenize(text, self.level) if t not in self.stoi))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``: chars joined as they are; words by spaces, ``<eos>`` a newline."""
