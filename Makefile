@@ -10,15 +10,15 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Reuse a torch the base interpreter already has (via system site-packages);
-# otherwise install the pinned CPU build before anything can pull another one.
+# A torch that $(PYTHON) already imports (system, venv or conda) is kept: a .pth file
+# puts its site-packages after the venv's own. Otherwise the pinned CPU build goes in
+# before anything else can pull another one.
 $(STAMP): pyproject.toml
-	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
-		echo "Using the torch already installed for $(PYTHON)"; \
-		$(PYTHON) -m venv --system-site-packages $(VENV); \
-	else \
-		$(PYTHON) -m venv $(VENV); \
-	fi
+	$(PYTHON) -m venv $(VENV)
+	@site=$$($(PYTHON) -c "import pathlib, torch; print(pathlib.Path(torch.__file__).parents[1])" 2>/dev/null) \
+	  && echo "Keeping the torch installed in $$site" \
+	  && echo "$$site" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/existing_torch.pth" \
+	  || true
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
@@ -40,6 +40,7 @@ format: setup
 	$(PY) -m ruff format src tests scripts
 	$(PY) -m ruff check --fix src tests scripts
 
+# Runs in logs/ are results, not build output: `make clean` keeps them.
 clean:
-	rm -rf $(VENV) logs .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

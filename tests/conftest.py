@@ -38,6 +38,7 @@ TINY_RUN = (
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=30",
     "model.sample_tokens=20",
+    "trainer.log_every_n_steps=5",
 )
 
 
@@ -47,7 +48,10 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("trained")
     (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
     result = run_cli(
-        "train", f"data.path={root / 'tiny.txt'}", f"hydra.run.dir={root / 'run'}", *TINY_RUN,
+        "train",
+        f"data.path={root / 'tiny.txt'}",
+        f"hydra.run.dir={root / 'run'}",
+        *TINY_RUN,
         cwd=root,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -64,13 +68,14 @@ def tiny_corpus(tmp_path: Path) -> Path:
 def compose_train(
     overrides: Sequence[str] = (), output_dir: Path | None = None, name: str = "train"
 ) -> DictConfig:
-    """A config (train by default) as Hydra composes it, with ${hydra:...} resolvable."""
+    """A config (train by default) as a Hydra job sees it, with ${hydra:...} resolvable."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig().set_config(cfg)
-    if output_dir is not None:
-        with open_dict(cfg):
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the task sees its config, Hydra's lives apart
+        if output_dir is not None:
             cfg.paths.output_dir = str(output_dir)
     return cfg
 

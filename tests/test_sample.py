@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnnlab.errors import UserError
 from rnnlab.sample import samples
@@ -44,13 +45,15 @@ def test_unknown_prompt_characters_are_named_or_mapped(trained_run: Path):
         (["temperature=0"], "temperature must be above 0"),
         (["unknown=drop"], "unknown='drop' is not a choice"),
         (["ckpt_path={tmp}/none.ckpt"], r"checkpoint .*none.ckpt does not exist"),
-        (["ckpt_path={tmp}/cut.ckpt"], r"cut.ckpt is not a readable rnnlab checkpoint"),
+        (["ckpt_path={tmp}/cut.ckpt"], r"cut.ckpt is not a readable checkpoint"),
+        (["ckpt_path={tmp}/other.ckpt"], r"other.ckpt is not an rnnlab checkpoint"),
     ],
 )
 def test_cli_mistakes_are_one_sentence(trained_run: Path, tmp_path: Path, overrides, message):
     data = (trained_run / "checkpoints/last.ckpt").read_bytes()
     (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])  # a truncated checkpoint
     shutil.copy(trained_run / "checkpoints/last.ckpt", tmp_path / "whole.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     args = [f"ckpt_path={tmp_path / 'whole.ckpt'}"] + [o.format(tmp=tmp_path) for o in overrides]
     result = run_cli("sample", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 1

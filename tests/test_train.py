@@ -14,7 +14,6 @@ from rnnlab.data.vocab import Vocab
 from tests.conftest import TINY_RUN, run_cli
 
 
-
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
 def test_train_end_to_end(backend: str, tiny_corpus: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
@@ -101,3 +100,32 @@ def test_bad_input_is_one_sentence_and_exit_1(case: str, tmp_path: Path):
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ")
     assert re.search(message, last_line), last_line
+
+
+def test_resume_continues_from_the_checkpoint(trained_run: Path, tmp_path: Path):
+    corpus = trained_run.parent / "tiny.txt"
+    last = trained_run / "checkpoints/last.ckpt"
+    args = [f"data.path={corpus}", *TINY_RUN, "trainer.max_epochs=3", f"ckpt_path={last}"]
+    result = run_cli("train", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert metrics["steps"] == 3 * 30 and metrics["train_tokens"] == 30 * 4 * 16  # one more epoch
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["data.level=word"],
+            r"char-level vocabulary of \d+ tokens, but this data gives a word-level",
+        ),
+        (["ckpt_path=/no/such.ckpt"], r"checkpoint /no/such.ckpt does not exist"),
+    ],
+)
+def test_resume_mistakes_are_one_sentence(trained_run: Path, tmp_path: Path, overrides, message):
+    args = [f"data.path={trained_run.parent / 'tiny.txt'}", *TINY_RUN]
+    args += [f"ckpt_path={trained_run / 'checkpoints/last.ckpt'}", *overrides]
+    result = run_cli("train", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert re.search(message, result.stderr.strip().splitlines()[-1]), result.stderr[-500:]

@@ -9,9 +9,13 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,8 +36,17 @@ def find_user_error(exc: BaseException) -> UserError | None:
     return None
 
 
+def in_multirun() -> bool:
+    """Whether this Hydra job is one of a sweep's (where one bad job must not end the rest)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(fn: F) -> F:
-    """Run ``fn``; turn a UserError (however wrapped) into one line on stderr and exit 1."""
+    """Run ``fn``; turn a UserError (however wrapped) into one line on stderr and exit 1.
+
+    In a sweep the job instead returns ``inf``, the worst value a sweeper can see,
+    and the sweep goes on.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,6 +57,8 @@ def exit_on_user_error(fn: F) -> F:
             if user_error is None:
                 raise
             print(f"error: {user_error}", file=sys.stderr)
+            if in_multirun():
+                return math.inf
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]

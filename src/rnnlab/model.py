@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from rnnlab.errors import UserError
-from rnnlab.rnn import CustomRNN
+from rnnlab.rnn import BPTT_MODES, NONLINEARITIES, CustomRNN
 
 BACKENDS = ("builtin", "custom")
-NONLINEARITIES = ("tanh", "relu")
 
 
 def recurrent_core(
@@ -56,16 +55,17 @@ class RNNLM(nn.Module):
         bptt: str = "manual",
     ) -> None:
         super().__init__()
-        embedding_dim = embedding_dim or hidden_size
+        embedding_dim = hidden_size if embedding_dim is None else embedding_dim
         check_config(
-            vocab_size,
-            embedding_dim,
-            hidden_size,
-            num_layers,
-            nonlinearity,
-            dropout,
-            tie_weights,
-            backend,
+            vocab_size=vocab_size,
+            embedding_dim=embedding_dim,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            nonlinearity=nonlinearity,
+            dropout=dropout,
+            tie_weights=tie_weights,
+            backend=backend,
+            bptt=bptt,
         )
         self.backend = backend
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
@@ -99,6 +99,7 @@ class RNNLM(nn.Module):
 
 
 def check_config(
+    *,
     vocab_size: int,
     embedding_dim: int,
     hidden_size: int,
@@ -107,6 +108,7 @@ def check_config(
     dropout: float,
     tie_weights: bool,
     backend: str,
+    bptt: str,
 ) -> None:
     """Refuse impossible model settings with one sentence each, before building anything."""
     if backend not in BACKENDS:
@@ -123,6 +125,8 @@ def check_config(
     ):
         if value < 1:
             raise UserError(f"model.{name} must be at least 1, got {value}.")
+    if bptt not in BPTT_MODES:
+        raise UserError(f"unknown model.bptt {bptt!r}; use one of: {', '.join(BPTT_MODES)}.")
     if not 0.0 <= dropout < 1.0:
         raise UserError(f"model.dropout must be in [0, 1), got {dropout}.")
     if tie_weights and embedding_dim != hidden_size:

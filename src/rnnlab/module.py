@@ -43,6 +43,23 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """An rnnlab checkpoint as plain data: ``torch.load(weights_only=True)``, never pickle code."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; check ckpt_path.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise UserError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}); "
+            "it may be truncated or not a PyTorch file."
+        ) from None
+    if "vocab" not in checkpoint.get("hyper_parameters", {}) or "state_dict" not in checkpoint:
+        raise UserError(f"{path} is not an rnnlab checkpoint: it holds no vocabulary.")
+    return checkpoint
+
+
 class RNNLMModule(L.LightningModule):
     """Trains :class:`~rnnlab.model.RNNLM`; the vocabulary travels in the checkpoint."""
 
@@ -69,14 +86,14 @@ class RNNLMModule(L.LightningModule):
         self.vocab = Vocab.from_dict(vocab)
         self.net = RNNLM(
             len(self.vocab),
-            embedding_dim,
-            hidden_size,
-            num_layers,
-            nonlinearity,
-            dropout,
-            tie_weights,
-            backend,
-            bptt,
+            embedding_dim=embedding_dim,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            nonlinearity=nonlinearity,
+            dropout=dropout,
+            tie_weights=tie_weights,
+            backend=backend,
+            bptt=bptt,
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.char_level = self.vocab.level == "char"
@@ -185,30 +202,12 @@ class RNNLMModule(L.LightningModule):
     def from_checkpoint(
         cls, path: str | Path, backend: str | None = None, map_location: str = "cpu"
     ) -> RNNLMModule:
-        """A trained module, loaded with ``weights_only=True``, on either backend."""
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"checkpoint {path} does not exist; check ckpt_path.")
-        overrides = {"backend": backend} if backend else {}
-        try:
-            return cls.load_from_checkpoint(
-                path, map_location=map_location, weights_only=True, **overrides
-            )
-        except UserError:
-            raise
-        except (
-            OSError,
-            RuntimeError,
-            EOFError,
-            KeyError,
-            TypeError,
-            ValueError,
-            pickle.UnpicklingError,
-        ) as exc:
-            raise UserError(
-                f"{path} is not a readable rnnlab checkpoint ({type(exc).__name__}); "
-                "it may be truncated or written by another program."
-            ) from None
+        """A trained module from its checkpoint alone, on either backend."""
+        checkpoint = read_checkpoint(path, map_location)
+        hparams = {**checkpoint["hyper_parameters"], **({"backend": backend} if backend else {})}
+        module = cls(**hparams)
+        module.load_state_dict(checkpoint["state_dict"])
+        return module
 
     def _log_sample(self) -> None:
         writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
@@ -228,5 +227,12 @@ class RNNLMModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+            # stepped after each validation; strict=False: a run without one keeps its lr
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": "val/loss",
+                "interval": "epoch",
+                "frequency": self.trainer.check_val_every_n_epoch,
+                "strict": False,
+            },
         }

@@ -22,12 +22,14 @@ import rich.table
 import rich.text
 import rich.tree
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import config_dir
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.errors import exit_on_user_error
-from rnnlab.module import RNNLMModule
+from rnnlab.data.vocab import Vocab
+from rnnlab.errors import UserError, exit_on_user_error
+from rnnlab.module import RNNLMModule, read_checkpoint
 
 # Lightning's own use of a deprecated torch API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -61,6 +63,10 @@ def swept_hparams(cfg: DictConfig) -> dict[str, Any]:
         "lr": cfg.model.optimizer.lr,
         "optimizer": cfg.model.optimizer._target_.rsplit(".", 1)[-1],
         "dropout": cfg.model.dropout,
+        "nonlinearity": cfg.model.nonlinearity,
+        "embedding_dim": cfg.model.embedding_dim or cfg.model.hidden_size,
+        "tie_weights": cfg.model.tie_weights,
+        "bptt": cfg.model.bptt,
         "seed": cfg.seed,
     }
 
@@ -110,8 +116,23 @@ def log_hparams(loggers: list[Any], metrics: dict[str, Any]) -> None:
         for k, v in metrics[split].items()
     }
     for logger in loggers:
-        logger.log_hyperparams(metrics["hparams"], finals)
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(metrics["hparams"], finals)
+        else:
+            logger.log_hyperparams(metrics["hparams"])
+            logger.log_metrics(finals)
         logger.save()
+
+
+def check_resume(ckpt_path: str, vocab: Vocab) -> None:
+    """Refuse to resume from a checkpoint trained on another vocabulary (naming both sizes)."""
+    saved = Vocab.from_dict(read_checkpoint(ckpt_path)["hyper_parameters"]["vocab"])
+    if saved != vocab:
+        raise UserError(
+            f"checkpoint {ckpt_path} was trained on a {saved.level}-level vocabulary of "
+            f"{len(saved)} tokens, but this data gives a {vocab.level}-level one of {len(vocab)}; "
+            "resume with the same data settings, or train from scratch."
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -131,6 +152,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False
     )
+    if cfg.get("ckpt_path"):
+        check_resume(cfg.ckpt_path, datamodule.vocab)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     wall_seconds = time.perf_counter() - start
@@ -151,7 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
-    return metrics["val"].get(name) if name else None
+    return metrics["best_val"].get(name) if name else None
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rnnlab.data.corpus import load_splits
+from rnnlab.data.corpus import PRESETS, fetch, load_splits
 from rnnlab.data.vocab import Vocab, check_level
 from rnnlab.errors import UserError
 
@@ -89,7 +89,8 @@ class LMDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download a preset if needed (Lightning calls this on one process per node)."""
-        load_splits(self.source, self.path, self.split, self.data_dir)
+        if self.path is None and self.source in PRESETS:
+            fetch(self.source, self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Read, tokenize and check the corpus once; later calls are free."""
