@@ -33,6 +33,7 @@ def test_unknown_tokens_map_to_unk():
     vocab = Vocab.build("abc", "char")
     assert vocab.encode("abz").tolist() == [vocab.stoi["a"], vocab.stoi["b"], vocab.unk_id]
     assert vocab.unknown_tokens("azbzy") == ["z", "y"]
+    assert vocab.count_unknown("azbzy") == 3
     words = Vocab.build("the cat\n", "word")
     assert words.encode("the dog\n").tolist() == [words.stoi["the"], words.unk_id, words.eos_id]
     assert words.decode(words.encode("the dog\n")) == "the <unk>\n"

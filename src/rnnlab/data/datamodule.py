@@ -86,6 +86,7 @@ class LMDataModule(L.LightningDataModule):
         self.data_dir, self.num_workers = Path(data_dir), num_workers
         self.vocab: Vocab | None = None
         self.ids: dict[str, torch.Tensor] = {}
+        self.unknown: dict[str, int] = {}
 
     def prepare_data(self) -> None:
         """Download a preset if needed (Lightning calls this on one process per node)."""
@@ -93,13 +94,21 @@ class LMDataModule(L.LightningDataModule):
             fetch(self.source, self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read, tokenize and check the corpus once; later calls are free."""
-        if self.vocab is not None:
+        """Read, tokenize and check the corpus once; later calls are free.
+
+        A vocabulary set beforehand (a checkpoint's, for evaluation) is kept, and the
+        tokens it lacks are counted in ``unknown``; otherwise the training split builds one.
+        """
+        if self.ids:
             return
         texts = load_splits(self.source, self.path, self.split, self.data_dir)
         if not texts["train"].strip():
             raise UserError(f"the training split of {self.describe()} is empty; give more text.")
-        vocab = Vocab.build(texts["train"], self.level, self.min_freq, self.max_size)
+        if self.vocab is None:
+            vocab = Vocab.build(texts["train"], self.level, self.min_freq, self.max_size)
+        else:
+            vocab = self.vocab
+            self.unknown = {name: vocab.count_unknown(text) for name, text in texts.items()}
         ids = {name: torch.from_numpy(vocab.encode(text)) for name, text in texts.items()}
         self._check_length("train", ids["train"], self.batch_size, self.seq_len + 1)
         for name in ("val", "test"):

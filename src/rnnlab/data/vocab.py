@@ -91,6 +91,10 @@ class Vocab:
         get, unk = self.stoi.get, self.unk_id
         return np.fromiter((get(tok, unk) for tok in tokenize(text, self.level)), dtype=np.int64)
 
+    def count_unknown(self, text: str) -> int:
+        """How many tokens of ``text`` fall outside the vocabulary (and become ``<unk>``)."""
+        return sum(tok not in self.stoi for tok in tokenize(text, self.level))
+
     def unknown_tokens(self, text: str) -> list[str]:
         """The distinct tokens of ``text`` outside the vocabulary, in order of appearance."""
         return list(dict.fromkeys(t for t in tokenize(text, self.level) if t not in self.stoi))

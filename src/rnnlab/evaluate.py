@@ -1,0 +1,72 @@
+"""Hydra entry point: ``rnnlab-eval ckpt_path=... data.path=...``.
+
+Evaluates a checkpoint on any corpus with the checkpoint's own vocabulary (tokens
+outside it become ``<unk>`` and are counted), through the same Lightning test loop
+as training, so the run's own test split gives the numbers in its metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import rich
+import rich.table
+from omegaconf import DictConfig
+
+from rnnlab import config_dir
+from rnnlab.data.datamodule import LMDataModule
+from rnnlab.errors import UserError, exit_on_user_error
+from rnnlab.module import RNNLMModule
+
+SPLITS = ("val", "test")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Loss, ppl (and bpc) of ``cfg.split``, the token count and how many became ``<unk>``."""
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split!r} is not a choice; use one of: val, test.")
+    module = RNNLMModule.from_checkpoint(cfg.ckpt_path, cfg.backend)
+    datamodule: LMDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.vocab = module.vocab
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    run = trainer.test if cfg.split == "test" else trainer.validate
+    run(module, datamodule=datamodule, verbose=False)
+    return {
+        "ckpt_path": str(cfg.ckpt_path),
+        "split": cfg.split,
+        "backend": module.net.backend,
+        **module.final_metrics()[cfg.split],
+        "tokens": datamodule.num_tokens(cfg.split),
+        "unknown_tokens": datamodule.unknown[cfg.split],
+    }
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    result = evaluate(cfg)
+    (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = rich.table.Table(title=f"{cfg.split} of {cfg.ckpt_path}")
+    for key in ("loss", "ppl", "bpc", "tokens", "unknown_tokens"):
+        if key in result:
+            table.add_row(
+                key, f"{result[key]:.4f}" if isinstance(result[key], float) else str(result[key])
+            )
+    rich.print(table)
+
+
+if __name__ == "__main__":
+    main()

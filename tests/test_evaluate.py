@@ -1,0 +1,60 @@
+"""rnnlab-eval: a checkpoint's numbers on any corpus, with its own vocabulary."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rnnlab.evaluate import evaluate
+from tests.conftest import TINY_RUN, TINY_TEXT, compose_train, run_cli
+
+DATA = [o for o in TINY_RUN if o.startswith("data.")]
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    return best
+
+
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_own_test_split_reproduces_metrics_json(trained_run: Path, backend: str):
+    cfg = compose_train(
+        [
+            f"ckpt_path={best_checkpoint(trained_run)}",
+            f"backend={backend}",
+            f"data.path={trained_run.parent / 'tiny.txt'}",
+            *DATA,
+        ],
+        name="eval",
+    )
+    result = evaluate(cfg)
+    expected = json.loads((trained_run / "metrics.json").read_text())["test"]
+    for key in ("loss", "ppl", "bpc"):
+        assert result[key] == pytest.approx(expected[key], rel=1e-6)
+    assert result["unknown_tokens"] == 0 and result["backend"] == backend
+
+
+def test_other_corpus_counts_tokens_outside_the_vocabulary(trained_run: Path, tmp_path: Path):
+    for name in ("train.txt", "valid.txt"):
+        (tmp_path / name).write_text(TINY_TEXT)
+    (tmp_path / "test.txt").write_text("the fox Zé\n" * 100)  # Z and é were never seen
+    cfg = compose_train(
+        [f"ckpt_path={best_checkpoint(trained_run)}", f"data.path={tmp_path}", *DATA],
+        name="eval",
+    )
+    result = evaluate(cfg)
+    assert result["tokens"] == 1100 and result["unknown_tokens"] == 200
+    assert result["ppl"] > 1
+
+
+def test_cli_writes_metrics_json(trained_run: Path, tmp_path: Path):
+    args = [
+        f"ckpt_path={trained_run / 'checkpoints/last.ckpt'}",
+        "split=val",
+        f"data.path={trained_run.parent / 'tiny.txt'}",
+        *DATA,
+    ]
+    result = run_cli("evaluate", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert written["split"] == "val" and written["bpc"] > 0 and "unknown_tokens" in result.stdout
