@@ -68,33 +68,18 @@ class RNNLMModule(L.LightningModule):
         vocab: dict[str, Any],
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
-        backend: str = "builtin",
-        embedding_dim: int | None = None,
-        hidden_size: int = 256,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        dropout: float = 0.0,
-        tie_weights: bool = False,
-        bptt: str = "manual",
         sample_tokens: int = 200,
         sample_temperature: float = 0.8,
+        **net: Any,
     ) -> None:
+        """``net`` holds :class:`~rnnlab.model.RNNLM`'s arguments (backend, hidden_size, ...)."""
         super().__init__()
         # Plain types only, so checkpoints load with torch.load(weights_only=True);
         # train.py logs hparams itself, together with the final metrics.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.vocab = Vocab.from_dict(vocab)
-        self.net = RNNLM(
-            len(self.vocab),
-            embedding_dim=embedding_dim,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            nonlinearity=nonlinearity,
-            dropout=dropout,
-            tie_weights=tie_weights,
-            backend=backend,
-            bptt=bptt,
-        )
+        self.net = RNNLM(len(self.vocab), **net)
+        self.hparams["backend"] = self.net.backend  # recorded even when left to its default
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.char_level = self.vocab.level == "char"
         self.train_hidden: torch.Tensor | None = None
