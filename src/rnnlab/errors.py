@@ -12,6 +12,7 @@ import functools
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -44,8 +45,9 @@ def in_multirun() -> bool:
 def exit_on_user_error(fn: F) -> F:
     """Run ``fn``; turn a UserError (however wrapped) into one line on stderr and exit 1.
 
-    In a sweep the job instead returns ``inf``, the worst value a sweeper can see,
-    and the sweep goes on.
+    In a sweep the job instead writes the sentence to its ``error.txt`` (for the
+    sweep summary) and returns ``inf``, the worst value a sweeper can see, and the
+    sweep goes on.
     """
 
     @functools.wraps(fn)
@@ -58,6 +60,8 @@ def exit_on_user_error(fn: F) -> F:
                 raise
             print(f"error: {user_error}", file=sys.stderr)
             if in_multirun():
+                job_dir = Path(HydraConfig.get().runtime.output_dir)
+                (job_dir / "error.txt").write_text(f"{user_error}\n")
                 return math.inf
             sys.exit(1)
 
