@@ -33,10 +33,13 @@ def test_unknown_tokens_map_to_unk():
     vocab = Vocab.build("abc", "char")
     assert vocab.encode("abz").tolist() == [vocab.stoi["a"], vocab.stoi["b"], vocab.unk_id]
     assert vocab.unknown_tokens("azbzy") == ["z", "y"]
-    assert vocab.count_unknown("azbzy") == 3
+    ids, unknown = vocab.encode_counting("azbzy")
+    assert unknown == 3 and (ids == vocab.unk_id).sum() == 3
     words = Vocab.build("the cat\n", "word")
     assert words.encode("the dog\n").tolist() == [words.stoi["the"], words.unk_id, words.eos_id]
     assert words.decode(words.encode("the dog\n")) == "the <unk>\n"
+    # a corpus that spells <unk> itself (as WikiText-2 does) maps it without counting it unknown
+    assert words.encode_counting("<unk> dog\n")[1] == 1
 
 
 def test_min_freq_and_max_size():

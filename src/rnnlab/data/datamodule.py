@@ -96,26 +96,25 @@ class LMDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read, tokenize and check the corpus once; later calls are free.
 
-        A vocabulary set beforehand (a checkpoint's, for evaluation) is kept, and the
-        tokens it lacks are counted in ``unknown``; otherwise the training split builds one.
+        A vocabulary set beforehand (a checkpoint's, for evaluation) is kept; otherwise
+        the training split builds one. ``unknown`` counts the tokens of each split it lacks.
         """
         if self.ids:
             return
         texts = load_splits(self.source, self.path, self.split, self.data_dir)
         if not texts["train"].strip():
             raise UserError(f"the training split of {self.describe()} is empty; give more text.")
-        if self.vocab is None:
-            vocab = Vocab.build(texts["train"], self.level, self.min_freq, self.max_size)
-        else:
-            vocab = self.vocab
-            self.unknown = {name: vocab.count_unknown(text) for name, text in texts.items()}
-        ids = {name: torch.from_numpy(vocab.encode(text)) for name, text in texts.items()}
+        vocab = self.vocab or Vocab.build(texts["train"], self.level, self.min_freq, self.max_size)
+        encoded = {name: vocab.encode_counting(text) for name, text in texts.items()}
+        ids = {name: torch.from_numpy(split_ids) for name, (split_ids, _) in encoded.items()}
+        self.unknown = {name: count for name, (_, count) in encoded.items()}
         self._check_length("train", ids["train"], self.batch_size, self.seq_len + 1)
         for name in ("val", "test"):
             self._check_length(name, ids[name], self.eval_batch_size, 2)
         self.vocab, self.ids = vocab, ids
 
     def describe(self) -> str:
+        """The corpus as the user named it, for error messages."""
         return f"data.path={self.path}" if self.path else f"corpus {self.source!r}"
 
     def _check_length(self, split: str, ids: torch.Tensor, rows: int, per_row: int) -> None:
@@ -127,13 +126,8 @@ class LMDataModule(L.LightningDataModule):
                 "use a longer text or a smaller batch_size / seq_len."
             )
 
-    @property
-    def vocab_size(self) -> int:
-        if self.vocab is None:
-            raise RuntimeError("call setup() before asking for the vocabulary size")
-        return len(self.vocab)
-
     def num_tokens(self, split: str) -> int:
+        """Tokens in ``split`` after tokenization (``<eos>`` included at word level)."""
         return int(self.ids[split].numel())
 
     def _rank_slice(self, ids: torch.Tensor) -> torch.Tensor:

@@ -88,12 +88,19 @@ class Vocab:
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of ``text`` (``<unk>`` for unseen tokens) as int64."""
-        get, unk = self.stoi.get, self.unk_id
-        return np.fromiter((get(tok, unk) for tok in tokenize(text, self.level)), dtype=np.int64)
+        return self.encode_counting(text)[0]
 
-    def count_unknown(self, text: str) -> int:
-        """How many tokens of ``text`` fall outside the vocabulary (and become ``<unk>``)."""
-        return sum(tok not in self.stoi for tok in tokenize(text, self.level))
+    def encode_counting(self, text: str) -> tuple[np.ndarray, int]:
+        """Token ids of ``text`` and how many of its tokens became ``<unk>``, in one pass.
+
+        The count cannot come from the ids alone: a corpus may spell ``<unk>`` itself
+        (WikiText-2 does), and that token is in the vocabulary.
+        """
+        tokens = tokenize(text, self.level)
+        ids = np.fromiter((self.stoi.get(tok, -1) for tok in tokens), np.int64, len(tokens))
+        missing = ids < 0
+        ids[missing] = self.unk_id
+        return ids, int(missing.sum())
 
     def unknown_tokens(self, text: str) -> list[str]:
         """The distinct tokens of ``text`` outside the vocabulary, in order of appearance."""
