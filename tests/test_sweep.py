@@ -1,15 +1,21 @@
-"""Sweeps: one bad job never stops the others, and the summary lists every job."""
+"""Sweeps: the summary lists every job, one bad job never stops the others; Optuna; launchers."""
 
 import csv
+import json
 import math
+import subprocess
 from pathlib import Path
 
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from rnnlab.sweep import SweepSummary
-from tests.conftest import TINY_RUN, run_cli
+from tests.conftest import CONFIG_DIR, TINY_RUN, run_cli
 
 SMALL = [o for o in TINY_RUN if not o.startswith("model.hidden_size")]
 
@@ -28,7 +34,7 @@ def test_sweep_summary_lists_every_job_with_failures(tiny_corpus: Path, tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
-    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "done")]
+    assert [(r["run"], r["status"]) for r in rows] == [("0", "failed"), ("1", "done")]
     assert rows[0]["error"] == "model.hidden_size must be at least 1, got 0."
     assert "model.hidden_size=0" in rows[0]["overrides"]
     assert rows[1]["hidden_size"] == "16" and math.isfinite(float(rows[1]["best_val_ppl"]))
@@ -53,3 +59,82 @@ def test_a_crashed_job_gets_its_one_line_error(tmp_path: Path):
     assert (job_dir / "error.txt").read_text() == "RuntimeError: boom"
     (row,) = csv.DictReader((tmp_path / "summary.csv").open())
     assert row["status"] == "failed" and row["overrides"] == "model.hidden_size=8"
+
+
+def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Path, tmp_path: Path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def search(n_trials: int, sweep: Path) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            "train",
+            "-m",
+            "hparams_search=optuna",
+            f"data.path={tiny_corpus}",
+            *[o for o in SMALL if not o.startswith("data.seq_len")],
+            "trainer.max_epochs=1",
+            "model.hidden_size=choice(8,16)",
+            "data.seq_len=choice(8,16)",
+            f"hydra.sweeper.n_trials={n_trials}",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=tiny",
+            f"hydra.sweep.dir={sweep}",
+            cwd=tmp_path,
+        )
+
+    result = search(3, tmp_path / "first")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "first/summary.csv").open()))
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert {r["hidden_size"] for r in rows} <= {"8", "16"}
+    best = yaml.safe_load((tmp_path / "first/optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(float(r["best_val_ppl"]) for r in rows))
+    assert 3e-4 <= best["best_params"]["model.optimizer.lr"] <= 1e-2
+
+    result = search(1, tmp_path / "second")  # the same study goes on from the database
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert sorted(t.value for t in study.trials[:3]) == pytest.approx(
+        sorted(float(r["best_val_ppl"]) for r in rows)
+    )
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_with_one_thread_each(
+    tiny_corpus: Path, tmp_path: Path
+):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train",
+        "-m",
+        "launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"data.path={tiny_corpus}",
+        *SMALL,
+        "trainer.max_epochs=1",
+        "model.hidden_size=8,16",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["hidden_size"], r["status"]) for r in rows] == [("8", "done"), ("16", "done")]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["torch_threads"] == 1
+
+
+def test_slurm_launcher_asks_for_one_task_per_device(tmp_path: Path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(
+            "train",
+            ["launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["nodes"]) == (4, 4, 2)

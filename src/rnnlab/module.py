@@ -60,6 +60,13 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     return checkpoint
 
 
+def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
+    """The SummaryWriters of a trainer's TensorBoard loggers, on rank 0 only (else none)."""
+    if not trainer.is_global_zero:
+        return []
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
 class RNNLMModule(L.LightningModule):
     """Trains :class:`~rnnlab.model.RNNLM`; the vocabulary travels in the checkpoint."""
 
@@ -195,8 +202,8 @@ class RNNLMModule(L.LightningModule):
         return module
 
     def _log_sample(self) -> None:
-        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
-        if not writers or not self.trainer.is_global_zero or self.hparams.sample_tokens < 1:
+        writers = tensorboard_writers(self.trainer)
+        if not writers or self.hparams.sample_tokens < 1:
             return
         text = self.sample()
         block = "\n".join("    " + line for line in text.split("\n"))  # markdown code block

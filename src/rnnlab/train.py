@@ -21,6 +21,7 @@ import rich.syntax
 import rich.table
 import rich.text
 import rich.tree
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +31,7 @@ from rnnlab.data.datamodule import LMDataModule
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError, exit_on_user_error
 from rnnlab.module import RNNLMModule, read_checkpoint
+from rnnlab.runs import run_hparams
 
 # Lightning's own use of a deprecated torch API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -51,26 +53,6 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
 
 
-def swept_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The hyperparameters a sweep varies, flat, for metrics.json and the HParams tab."""
-    return {
-        "backend": cfg.model.backend,
-        "level": cfg.data.level,
-        "hidden_size": cfg.model.hidden_size,
-        "num_layers": cfg.model.num_layers,
-        "seq_len": cfg.data.seq_len,
-        "batch_size": cfg.data.batch_size,
-        "lr": cfg.model.optimizer.lr,
-        "optimizer": cfg.model.optimizer._target_.rsplit(".", 1)[-1],
-        "dropout": cfg.model.dropout,
-        "nonlinearity": cfg.model.nonlinearity,
-        "embedding_dim": cfg.model.embedding_dim or cfg.model.hidden_size,
-        "tie_weights": cfg.model.tie_weights,
-        "bptt": cfg.model.bptt,
-        "seed": cfg.seed,
-    }
-
-
 def run_metrics(
     cfg: DictConfig, module: RNNLMModule, wall_seconds: float, trainer: L.Trainer
 ) -> dict[str, Any]:
@@ -81,11 +63,12 @@ def run_metrics(
         "train_tokens": module.train_tokens,
         "train_seconds": module.train_seconds,
         "wall_seconds": wall_seconds,
+        "torch_threads": torch.get_num_threads(),
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
         "num_params": sum(p.numel() for p in module.parameters()),
         "vocab_size": len(module.vocab),
-        "hparams": swept_hparams(cfg),
+        "hparams": run_hparams(OmegaConf.to_container(cfg, resolve=True)),
     }
 
 
@@ -141,6 +124,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    if cfg.get("torch_threads"):  # parallel jobs on one machine must not oversubscribe its cores
+        torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
     datamodule: LMDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()

@@ -1,0 +1,71 @@
+"""GradientMonitor: per-layer gradient norms (before clipping) and histograms in TensorBoard."""
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import (
+    HISTOGRAMS,
+    SCALARS,
+    EventAccumulator,
+)
+
+from rnnlab.data.vocab import Vocab
+from rnnlab.gradients import GradientMonitor
+from rnnlab.module import RNNLMModule, token_nll
+from rnnlab.train import train
+from tests.conftest import TINY_RUN, TINY_TEXT, compose_train
+
+
+def events(directory: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(directory), size_guidance={SCALARS: 0, HISTOGRAMS: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_logged_norms_are_the_gradients_norms(backend: str, tmp_path: Path):
+    vocab = Vocab.build(TINY_TEXT, "char")
+    module = RNNLMModule(vocab.to_dict(), backend=backend, hidden_size=16, num_layers=2)
+    ids = torch.tensor(vocab.encode(TINY_TEXT[:200])).view(4, 50)
+    logits, _ = module(ids[:, :-1])
+    token_nll(logits, ids[:, 1:]).backward()
+    logger = TensorBoardLogger(tmp_path, name="", version="")
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True, loggers=[logger])
+    GradientMonitor(every_n_steps=1, histogram_every_n_steps=1).on_before_optimizer_step(
+        trainer, module, None
+    )
+    logger.experiment.flush()
+    logged = events(tmp_path)
+    names = [name for name, _ in module.named_parameters()]
+    assert "net.rnn.weight_hh_l1" in names
+    for name, param in module.named_parameters():
+        (event,) = logged.Scalars(f"grad_norm/{name}")
+        assert event.value == pytest.approx(param.grad.norm().item(), rel=1e-6)
+        assert f"weights/{name}" in logged.Tags()[HISTOGRAMS]
+        assert f"gradients/{name}" in logged.Tags()[HISTOGRAMS]
+    total = math.sqrt(sum(p.grad.norm().item() ** 2 for p in module.parameters()))
+    assert logged.Scalars("grad_norm/total")[0].value == pytest.approx(total, rel=1e-5)
+
+
+def test_callbacks_gradients_logs_every_n_steps_in_a_run(tiny_corpus: Path, tmp_path: Path):
+    cfg = compose_train(
+        [
+            "callbacks=gradients",
+            f"data.path={tiny_corpus}",
+            *TINY_RUN,
+            "trainer.max_epochs=1",
+            "callbacks.gradient_monitor.histogram_every_n_steps=10",
+        ],
+        output_dir=tmp_path,
+    )
+    train(cfg)
+    logged = events(tmp_path / "tensorboard")
+    steps = [e.step for e in logged.Scalars("grad_norm/net.rnn.weight_hh_l0")]
+    assert steps == list(range(0, 30, 5))  # log_every_n_steps=5 over 30 batches
+    assert all(math.isfinite(e.value) and e.value > 0 for e in logged.Scalars("grad_norm/total"))
+    histograms = logged.Histograms("gradients/net.rnn.weight_hh_l0")
+    assert [h.step for h in histograms] == [0, 10, 20]
