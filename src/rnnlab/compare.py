@@ -140,7 +140,9 @@ def plus_minus(row: dict[str, Any], column: str) -> str:
     mean, std = row.get(column), row.get(f"{column}_std")
     if mean is None:
         return ""
-    return cell(mean) + (f" ± {cell(std)}" if std is not None else "")
+    if std is None:
+        return cell(mean)
+    return f"{cell(mean)} ± " + (f"{std:,.0f}" if std >= 100 else f"{std:.2g}")
 
 
 def display_groups(
