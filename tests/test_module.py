@@ -61,8 +61,7 @@ def test_val_ppl_is_exp_of_token_weighted_nll(tiny_corpus: Path):
 def test_training_carries_a_detached_state_between_batches(tiny_corpus: Path):
     dm, module = make(tiny_corpus, batch_size=4, seq_len=10)
     first, second = list(dm.train_dataloader())[:2]
-    module.on_train_epoch_start()
-    module.training_step(first, 0)
+    first_loss = module.training_step(first, 0).item()
     carried = module.train_hidden
     assert carried is not None and not carried.requires_grad
     loss = module.training_step(second, 1).item()
@@ -71,8 +70,7 @@ def test_training_carries_a_detached_state_between_batches(tiny_corpus: Path):
         fresh = token_nll(module.net(second[0])[0], second[1]).item()
     assert loss == pytest.approx(expected, rel=1e-6)
     assert loss != pytest.approx(fresh, rel=1e-4)
-    module.on_train_epoch_start()
-    assert module.train_hidden is None
+    assert module.training_step(first, 0).item() == pytest.approx(first_loss, rel=1e-6)
 
 
 def test_sample_is_deterministic_and_leaves_global_rng_alone(tiny_corpus: Path):

@@ -18,6 +18,7 @@ import rich.table
 from omegaconf import DictConfig
 
 from rnnlab import config_dir
+from rnnlab.atomic import write_text_atomically
 from rnnlab.data.datamodule import LMDataModule
 from rnnlab.errors import UserError, exit_on_user_error
 from rnnlab.module import RNNLMModule
@@ -58,7 +59,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     result = evaluate(cfg)
-    (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomically(
+        Path(cfg.paths.output_dir) / "metrics.json", json.dumps(result, indent=2) + "\n"
+    )
     table = rich.table.Table(title=f"{cfg.split} of {cfg.ckpt_path}")
     for key in ("loss", "ppl", "bpc", "tokens", "unknown_tokens"):
         if key in result:

@@ -4,21 +4,24 @@ Lightning 2.x has no built-in truncated BPTT. As in the PyTorch
 word_language_model example, each training batch is one ``(B, T)`` window of an
 unshuffled, contiguous stream; the hidden state it ends with is detached and kept
 on the module for the next batch (gradients stop at the window edge, the state
-does not), and reset at every epoch start. Validation and test carry their own
-state over the whole split, and their loss is the token-weighted mean NLL over
-the split: ``ppl = exp(loss)``, ``bpc = loss / ln 2`` at char level.
+does not), and reset at every epoch start. A checkpoint also holds that state and
+every RNG, so a run resumed mid-epoch continues exactly. Validation and test carry
+their own state over the whole split, and their loss is the token-weighted mean
+NLL over the split: ``ppl = exp(loss)``, ``bpc = loss / ln 2`` at char level.
 """
 
 from __future__ import annotations
 
 import math
 import pickle
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -60,6 +63,39 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     return checkpoint
 
 
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite (too high a learning rate, as a rule)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"training stopped: {where}; the last checkpoint before it is intact. "
+            "Lower model.optimizer.lr or clip harder (trainer.gradient_clip_val)."
+        )
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG's state as plain data (tensors, ints, lists): safe for weights_only."""
+    numpy_state = np.random.get_state(legacy=False)
+    mt19937 = numpy_state["state"]
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {**numpy_state, "state": {"key": mt19937["key"].tolist(), "pos": mt19937["pos"]}},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy_state, mt19937 = states["numpy"], states["numpy"]["state"]
+    key = np.asarray(mt19937["key"], dtype=np.uint32)
+    np.random.set_state({**numpy_state, "state": {"key": key, "pos": mt19937["pos"]}})
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
 def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
     """The SummaryWriters of a trainer's TensorBoard loggers, on rank 0 only (else none)."""
     if not trainer.is_global_zero:
@@ -97,6 +133,7 @@ class RNNLMModule(L.LightningModule):
         self.losses: dict[str, float] = {}
         self.train_tokens, self.train_seconds = 0, 0.0
         self._batch_start = 0.0
+        self._restored_rng: dict[str, Any] | None = None
 
     def forward(
         self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
@@ -104,9 +141,6 @@ class RNNLMModule(L.LightningModule):
         return self.net(tokens, hidden)
 
     # -- training: one window per step, state carried and detached ------------------
-    def on_train_epoch_start(self) -> None:
-        self.train_hidden = None
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
 
@@ -114,16 +148,48 @@ class RNNLMModule(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         inputs, targets = batch
+        if batch_idx == 0:  # a new pass over the stream (a resumed epoch goes on where it was)
+            self.train_hidden = None
         logits, hidden = self.net(inputs, self.train_hidden)
         self.train_hidden = hidden.detach()
         loss = token_nll(logits, targets)
+        if not torch.isfinite(loss):  # before backward: the weights and checkpoints stay good
+            raise NonFiniteLoss(
+                f"the loss is {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx})"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
+        self.train_tokens += targets.numel()  # here: a checkpoint at this batch's end counts it
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.train_seconds += time.perf_counter() - self._batch_start
-        self.train_tokens += batch[1].numel()
         self.log("train/tokens_per_sec", self.tokens_per_sec, prog_bar=True)
+
+    # -- exact resumption: what the optimizer, scheduler and loops do not save -------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rnnlab"] = {
+            "train_hidden": self.train_hidden,
+            "losses": dict(self.losses),
+            "train_tokens": self.train_tokens,
+            "train_seconds": self.train_seconds,
+            "rng": rng_states(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("rnnlab", {})
+        self.train_hidden = state.get("train_hidden")
+        self.losses = dict(state.get("losses", {}))
+        self.train_tokens = state.get("train_tokens", 0)
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self._restored_rng = state.get("rng")
+
+    def on_train_start(self) -> None:
+        # Set here, not when loading: Lightning draws nothing from the global RNGs
+        # between this hook and the first batch, as it does not in an uninterrupted run.
+        if self._restored_rng is not None:
+            set_rng_states(self._restored_rng)
+            self._restored_rng = None
 
     @property
     def tokens_per_sec(self) -> float:
@@ -152,6 +218,8 @@ class RNNLMModule(L.LightningModule):
         loss = self._log_split("val", self.val_nll)
         if self.trainer.sanity_checking:
             return
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"the val loss is {loss} after step {self.global_step}")
         self.losses["val"] = loss
         self.losses["best_val"] = min(self.losses.get("best_val", math.inf), loss)
         self._log_sample()

@@ -22,11 +22,14 @@ import rich.table
 import rich.text
 import rich.tree
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import config_dir
+from rnnlab.atomic import write_text_atomically
 from rnnlab.data.datamodule import LMDataModule
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError, exit_on_user_error
@@ -107,6 +110,33 @@ def log_hparams(loggers: list[Any], metrics: dict[str, Any]) -> None:
         logger.save()
 
 
+#: what ``resume=`` may change in a run's saved config: when it stops
+STOPPING_LIMITS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The saved config of the run ``cfg.resume``, its stopping limits as given now."""
+    run_dir = Path(cfg.resume).expanduser()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not (run_dir / "config.yaml").is_file() or not last.is_file():
+        raise UserError(
+            f"resume={run_dir} is not a run to resume: it needs config.yaml and "
+            "checkpoints/last.ckpt; pass a run directory such as logs/train/runs/<stamp>."
+        )
+    given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    changed = sorted(given - {"resume", *STOPPING_LIMITS})
+    if changed:
+        raise UserError(
+            f"resume= goes on with the run's saved config; only {', '.join(STOPPING_LIMITS)} "
+            f"may be given with it, not {', '.join(changed)}."
+        )
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    for key in given & set(STOPPING_LIMITS):
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key))
+    saved.resume, saved.ckpt_path = str(run_dir), str(last)
+    return saved  # type: ignore[return-value]
+
+
 def check_resume(ckpt_path: str, vocab: Vocab) -> None:
     """Refuse to resume from a checkpoint trained on another vocabulary (naming both sizes)."""
     saved = Vocab.from_dict(read_checkpoint(ckpt_path)["hyper_parameters"]["vocab"])
@@ -120,10 +150,11 @@ def check_resume(ckpt_path: str, vocab: Vocab) -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, test and report one run; returns what metrics.json holds."""
-    print_config_tree(cfg)
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # DDP starts this function once per process
+        print_config_tree(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("torch_threads"):  # parallel jobs on one machine must not oversubscribe its cores
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
@@ -140,15 +171,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path"):
         check_resume(cfg.ckpt_path, datamodule.vocab)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     wall_seconds = time.perf_counter() - start
     if cfg.get("test"):
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+        )
     metrics = run_metrics(cfg, module, wall_seconds, trainer)
     if trainer.is_global_zero:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomically(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         log_hparams(loggers, metrics)
         report(metrics, module.sample(cfg.get("prompt", "")))
     return metrics
@@ -157,7 +190,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    metrics = train(resumed_config(cfg) if cfg.get("resume") else cfg)
     name = cfg.get("optimized_metric")
     return metrics["best_val"].get(name) if name else None
 

@@ -111,25 +111,35 @@ def read_text(path: Path) -> str:
     return text.replace("\r\n", "\n")
 
 
-def line_start(text: str, pos: int) -> int:
-    """The first line start at or after ``pos``."""
+#: how far a split cut may move to reach a line start (or else a space)
+CUT_WINDOW = 10_000
+
+
+def cut_at(text: str, pos: int) -> int:
+    """A cut at or just after ``pos``: a line start, else a word start, else ``pos`` itself.
+
+    A text of one long line (text8 is 100 MB without a newline) is still split.
+    """
     if pos <= 0:
         return 0
-    newline = text.find("\n", pos - 1)
-    return len(text) if newline < 0 else newline + 1
+    for sep in ("\n", " "):
+        found = text.find(sep, pos - 1, pos + CUT_WINDOW)
+        if found >= 0:
+            return found + 1
+    return min(pos, len(text))
 
 
 def split_text(text: str, fractions: Sequence[float]) -> dict[str, str]:
     """Cut ``text`` into contiguous train/val/test ranges of about ``fractions`` of its characters.
 
-    Cuts move forward to the next line start, so no word is cut in half.
+    Cuts move forward to the next line start, so no word is cut in half (:func:`cut_at`).
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise UserError(
             f"data.split must be three non-negative fractions summing to 1, got {list(fractions)}."
         )
-    first = line_start(text, int(len(text) * fractions[0]))
-    second = line_start(text, int(len(text) * (fractions[0] + fractions[1])))
+    first = cut_at(text, int(len(text) * fractions[0]))
+    second = cut_at(text, int(len(text) * (fractions[0] + fractions[1])))
     cuts = (0, first, second, len(text))
     return {name: text[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
 

@@ -5,18 +5,20 @@ example: the token stream is cut into ``batch_size`` contiguous rows; batch *i* 
 columns ``[i*T, (i+1)*T)`` of every row and its targets are the same columns shifted
 by one. Row *r* of batch *i+1* continues row *r* of batch *i*, so the model can carry
 its hidden state from one batch to the next. The batches are served in order: the
-DataLoader never shuffles them, and under DDP every rank reads its own contiguous
-slice of the stream.
+DataLoader never shuffles them, and under DDP every rank reads its own rows of the
+stream. A checkpoint records the next training batch, so a resumed run goes on
+from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from rnnlab.data.corpus import PRESETS, fetch, load_splits
 from rnnlab.data.vocab import Vocab, check_level
@@ -50,6 +52,21 @@ class StreamBatches(Dataset):
         start = i * self.seq_len
         end = min(start + self.seq_len, self.data.size(1) - 1)
         return self.data[:, start:end], self.data[:, start + 1 : end + 1]
+
+
+class ResumableSampler(SequentialSampler):
+    """Batches 0, 1, ..., n-1 in order; after a resume the next pass starts at ``start``.
+
+    A SequentialSampler, so that Lightning knows the stream is not shuffled.
+    """
+
+    def __init__(self, batches: StreamBatches, start: int = 0) -> None:
+        super().__init__(batches)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, len(self.data_source)))
 
 
 class LMDataModule(L.LightningDataModule):
@@ -87,6 +104,8 @@ class LMDataModule(L.LightningDataModule):
         self.vocab: Vocab | None = None
         self.ids: dict[str, torch.Tensor] = {}
         self.unknown: dict[str, int] = {}
+        #: the training batch a resumed run starts its first epoch at
+        self.train_start = 0
 
     def prepare_data(self) -> None:
         """Download a preset if needed (Lightning calls this on one process per node)."""
@@ -130,26 +149,47 @@ class LMDataModule(L.LightningDataModule):
         """Tokens in ``split`` after tokenization (``<eos>`` included at word level)."""
         return int(self.ids[split].numel())
 
-    def _rank_slice(self, ids: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous, equal-length share of the stream (all of it without DDP)."""
+    def _rows(self, split: str, rows: int) -> torch.Tensor:
+        """This rank's ``rows`` rows of the batchified stream.
+
+        The split is batchified into ``world * rows`` rows and rank *r* takes rows
+        ``r * rows`` to ``(r + 1) * rows - 1``: DDP with ``rows`` per rank sees exactly
+        the batches one process sees with ``world * rows``.
+        """
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        share = ids.numel() // world
-        return ids[rank * share : (rank + 1) * share]
+        return batchify(self.ids[split], rows * world)[rank * rows : (rank + 1) * rows]
 
-    def _loader(self, split: str, rows: int, drop_last: bool) -> DataLoader:
-        data = batchify(self._rank_slice(self.ids[split]), rows)
-        # batch_size=None: each item already is a (rows, T) batch; the default
-        # sequential sampler keeps the stream in order.
+    def _loader(self, split: str, rows: int, drop_last: bool, start: int = 0) -> DataLoader:
+        batches = StreamBatches(self._rows(split, rows), self.seq_len, drop_last)
+        if len(batches) == 0:  # setup checked one process; this is every rank's share
+            world = self.trainer.world_size if self.trainer else 1
+            raise UserError(
+                f"the {split} split of {self.describe()} is too short for {world} processes "
+                f"of {rows} rows; use a longer text, fewer devices or a smaller batch_size."
+            )
+        # batch_size=None: each item already is a (rows, T) batch, taken in stream order.
+        # A private generator: making an iterator draws no number from the global RNG.
         return DataLoader(
-            StreamBatches(data, self.seq_len, drop_last),
+            batches,
             batch_size=None,
-            shuffle=False,
+            sampler=ResumableSampler(batches, start),
             num_workers=self.num_workers,
+            generator=torch.Generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, drop_last=True)
+        return self._loader("train", self.batch_size, drop_last=True, start=self.train_start)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training stream is, for a checkpoint: the next batch of this epoch."""
+        if self.trainer is None or self.trainer.state.fn != "fit":
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_idx + 1
+        return {"train_start": done if done < self.trainer.num_training_batches else 0}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_start = state_dict.get("train_start", 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, drop_last=False)

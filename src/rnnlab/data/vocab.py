@@ -96,11 +96,23 @@ class Vocab:
         The count cannot come from the ids alone: a corpus may spell ``<unk>`` itself
         (WikiText-2 does), and that token is in the vocabulary.
         """
-        tokens = tokenize(text, self.level)
-        ids = np.fromiter((self.stoi.get(tok, -1) for tok in tokens), np.int64, len(tokens))
+        if self.level == "char":
+            ids = self._char_ids(text)
+        else:
+            tokens = tokenize(text, self.level)
+            ids = np.fromiter((self.stoi.get(tok, -1) for tok in tokens), np.int64, len(tokens))
         missing = ids < 0
         ids[missing] = self.unk_id
         return ids, int(missing.sum())
+
+    def _char_ids(self, text: str) -> np.ndarray:
+        """Char ids by table lookup on the code points (-1 where unknown): no per-char Python."""
+        codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        known = [(ord(tok), i) for i, tok in enumerate(self.itos) if len(tok) == 1]
+        table = np.full(max((c for c, _ in known), default=0) + 2, -1, np.int64)
+        for code, i in known:
+            table[code] = i
+        return table[np.minimum(codes, len(table) - 1)]  # the last entry is -1: beyond the table
 
     def unknown_tokens(self, text: str) -> list[str]:
         """The distinct tokens of ``text`` outside the vocabulary, in order of appearance."""
