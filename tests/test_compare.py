@@ -5,14 +5,20 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
-from rnnlab.compare import compare, read_curves
+import rnnlab.compare
+from rnnlab.compare import CURVES, CompareReport, bar_heights, compare, read_curves
 from tests.conftest import TINY_RUN, TINY_TEXT, run_cli
 
 PLOTS = ("val_ppl_by_step", "val_ppl_by_time", "train_loss_by_step", "tokens_per_sec")
+REPORT = ("comparison.md", "comparison.csv", "comparison_groups.csv", *(f"{p}.png" for p in PLOTS))
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +48,57 @@ def metrics_of(job: Path) -> dict:
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open()))
+
+
+def job(sweep: Path, backend: str, hidden_size: int) -> Path:
+    """The job directory of the fixture sweep that trained ``backend`` at ``hidden_size``."""
+    (found,) = (
+        p
+        for p in sweep.iterdir()
+        if (p / "metrics.json").is_file()
+        and metrics_of(p)["hparams"]["backend"] == backend
+        and metrics_of(p)["hparams"]["hidden_size"] == hidden_size
+    )
+    return found
+
+
+def copy_sweep(sweep: Path, to: Path) -> Path:
+    """The fixture sweep without its report, to change (the fixture is shared)."""
+    shutil.copytree(sweep, to)
+    for name in REPORT:
+        (to / name).unlink()
+    return to
+
+
+def copy_run(
+    run: Path, to: Path, config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
+) -> Path:
+    """A copy of ``run`` as if it had been trained in ``to``, with dotted keys changed."""
+    shutil.copytree(run, to)
+    text = (to / "config.yaml").read_text()
+    cfg = OmegaConf.create(text.replace(OmegaConf.create(text).paths.output_dir, str(to)))
+    for key, value in (config or {}).items():
+        OmegaConf.update(cfg, key, value)
+    OmegaConf.save(cfg, to / "config.yaml")
+    numbers = metrics_of(to)
+    for key, value in (metrics or {}).items():
+        *parents, last = key.split(".")
+        node = numbers
+        for parent in parents:
+            node = node[parent]
+        node[last] = value
+    (to / "metrics.json").write_text(json.dumps(numbers))  # NaN and Infinity as Python writes them
+    return to
+
+
+def multirun_config(sweep_dir: Path, job_dir: Path) -> Any:
+    """What a Hydra callback is given at the end of job ``job_dir`` of a multirun."""
+    hydra = {
+        "mode": RunMode.MULTIRUN,
+        "runtime": {"output_dir": str(job_dir)},
+        "sweep": {"dir": str(sweep_dir)},
+    }
+    return OmegaConf.create({"hydra": hydra})
 
 
 def test_the_sweep_writes_its_report_when_it_ends(sweep: Path):
@@ -88,13 +145,24 @@ def test_groups_pair_the_backends_with_finite_ratios(sweep: Path, tmp_path: Path
         assert group["val_ppl_builtin_std"] == ""  # one seed: no standard deviation
 
 
-def test_plots_are_valid_images(sweep: Path, tmp_path: Path):
+def test_plots_are_valid_images_with_a_line_per_run(sweep: Path, tmp_path: Path):
     report = compare([sweep], tmp_path)
     assert sorted(p.stem for p in report["plots"]) == sorted(PLOTS)
     for name in PLOTS:
         image = matplotlib.image.imread(tmp_path / f"{name}.png")
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
-        assert image.std() > 0.01  # something was drawn
+    assert report["lines"] == {name: 4 for name, *_ in CURVES}
+
+
+def test_runs_without_tensorboard_scalars_are_named_not_drawn(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    copy = copy_sweep(sweep, tmp_path / "sweep")
+    shutil.rmtree(copy / "1" / "tensorboard")  # as logger=csv leaves it
+    report = compare([copy])
+    assert report["lines"] == {name: 3 for name, *_ in CURVES}
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "no TensorBoard scalars" in x]
+    assert line.endswith(": 1")
 
 
 def test_curves_come_from_the_tensorboard_events(sweep: Path):
@@ -146,3 +214,109 @@ def test_a_path_without_runs_is_one_sentence(tmp_path: Path, make: str):
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and str(target) in line
+
+
+def test_groups_differ_in_any_setting_but_seed_backend_and_where_files_go(
+    sweep: Path, tmp_path: Path
+):
+    copy = copy_sweep(sweep, tmp_path / "sweep")
+    copy_run(job(copy, "builtin", 16), copy / "4", {"seed": 8}, {"hparams.seed": 8})
+    copy_run(job(copy, "custom", 16), copy / "5", {"trainer.max_epochs": 5})
+    report = compare([copy])
+    groups = report["groups"]
+    assert [
+        (g["hidden_size"], g["trainer.max_epochs"], g["builtin_runs"], g["custom_runs"])
+        for g in groups
+    ] == [(16, 2, 2, 1), (32, 2, 1, 1), (16, 5, 0, 1)]
+    header = (copy / "comparison_groups.csv").read_text().splitlines()[0]
+    assert header.startswith("hidden_size,seq_len,lr,trainer.max_epochs,builtin_runs,")
+    assert "| runs builtin/custom |" in (copy / "comparison.md").read_text()
+    means, _ = bar_heights(groups, "builtin")  # no builtin run at 5 epochs: no bar, not a 0 one
+    assert means[0] > 0 and math.isnan(means[2])
+
+
+def test_nan_and_inf_are_left_out_of_means_and_ratios(sweep: Path, tmp_path: Path):
+    copy = copy_sweep(sweep, tmp_path / "sweep")
+    builtin = job(copy, "builtin", 16)
+    copy_run(builtin, copy / "4", metrics={"val.ppl": math.nan})
+    copy_run(builtin, copy / "5", metrics={"val.ppl": math.inf, "tokens_per_sec": math.inf})
+    report = compare([copy])
+    group = report["groups"][0]
+    assert (group["hidden_size"], group["builtin_runs"]) == (16, 3)
+    assert group["val_ppl_builtin"] == metrics_of(builtin)["val"]["ppl"]
+    assert group["val_ppl_builtin_std"] is None  # one finite value
+    assert group["tok_s_builtin"] == metrics_of(builtin)["tokens_per_sec"]
+    assert group["tok_s_builtin_std"] == 0.0  # two equal finite values
+    assert math.isfinite(group["val_ppl_ratio"]) and math.isfinite(group["tok_s_ratio"])
+    rows = {row["run"]: row for row in report["runs"]}
+    assert math.isnan(rows["4"]["val_ppl"]) and rows["5"]["val_ppl"] == math.inf
+
+
+def test_unreadable_runs_are_listed_with_a_reason(sweep: Path, tmp_path: Path):
+    runs = tmp_path / "runs"
+    shutil.copytree(sweep / "0", runs / "good")
+    shutil.copytree(sweep / "0", runs / "empty")
+    (runs / "empty/metrics.json").write_text("")
+    shutil.copytree(sweep / "0", runs / "half")
+    text = (runs / "half/metrics.json").read_text()
+    (runs / "half/metrics.json").write_text(text[: len(text) // 2])
+    (runs / "eval/.hydra").mkdir(parents=True)  # what rnnlab-eval leaves
+    (runs / "eval/metrics.json").write_text('{"split": "test", "loss": 1.5, "ppl": 4.48}\n')
+    (runs / "other").mkdir()
+    (runs / "other/config.yaml").write_text("lr: 0.1\n")
+    result = run_cli("compare", str(runs), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    rows = {row["run"]: row for row in read_csv(runs / "comparison.csv")}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "good": "done",
+        **dict.fromkeys(("empty", "eval", "half", "other"), "unreadable"),
+    }
+    assert rows["empty"]["error"].startswith("metrics.json cannot be read: it is empty")
+    assert rows["half"]["error"].startswith("metrics.json cannot be read: ")
+    assert rows["eval"]["error"].startswith("metrics.json has no 'hparams'")
+    assert rows["other"]["error"] == "config.yaml is not an rnnlab-train config (it has no 'model')"
+    assert rows["half"]["hidden_size"] == "16"  # its config.yaml was read
+    assert "run other is unreadable: config.yaml" in result.stdout
+
+
+def test_out_pointing_at_a_file_is_one_sentence(sweep: Path, tmp_path: Path):
+    target = tmp_path / "report.md"
+    target.write_text("")
+    result = run_cli("compare", str(sweep), "--out", str(target), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: --out ") and str(target) in line
+
+
+def test_two_sweeps_together_name_runs_by_path_and_count_each_once(sweep: Path, tmp_path: Path):
+    a, b = copy_sweep(sweep, tmp_path / "a"), copy_sweep(sweep, tmp_path / "b")
+    report = compare([a, b, a / "0", b / ".." / "b" / "1"])  # named twice: read once
+    assert report["out_dir"] == tmp_path
+    assert [row["run"] for row in report["runs"]] == [f"{s}/{j}" for s in "ab" for j in "0123"]
+    assert [(g["builtin_runs"], g["custom_runs"]) for g in report["groups"]] == [(2, 2), (2, 2)]
+
+
+def test_a_crashed_job_leaves_the_report_of_the_sweep(sweep: Path, tmp_path: Path):
+    copy = copy_sweep(sweep, tmp_path / "sweep")
+    (copy / "3/metrics.json").unlink()  # Hydra's sweeper re-raises: no on_multirun_end
+    crashed = JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("boom\nstack"))
+    CompareReport().on_job_end(multirun_config(copy, copy / "3"), crashed)
+    for name in REPORT:
+        assert (copy / name).is_file(), name
+    rows = {row["run"]: row for row in read_csv(copy / "comparison.csv")}
+    assert (rows["3"]["status"], rows["3"]["error"]) == ("failed", "RuntimeError: boom")
+
+
+def test_a_report_that_cannot_be_written_never_fails_the_job(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(rnnlab.compare, "compare", broken)
+    done = JobReturn(status=JobStatus.COMPLETED, _return_value=1.0)
+    CompareReport().on_job_end(multirun_config(sweep, sweep / "0"), done)
+    out = capsys.readouterr().out
+    assert "comparison report not written: OSError: No space left on device" in out

@@ -14,6 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from rnnlab.runs import holds_runs
 from rnnlab.sweep import SweepSummary
 from tests.conftest import CONFIG_DIR, TINY_RUN, run_cli
 
@@ -61,12 +62,22 @@ def test_a_crashed_job_gets_its_one_line_error(tmp_path: Path):
     assert row["status"] == "failed" and row["overrides"] == "model.hidden_size=8"
 
 
+def test_a_sweep_dir_without_runs_gets_no_summary(tmp_path: Path):
+    (tmp_path / "notes").mkdir()  # a directory, but no job's
+    assert not holds_runs(tmp_path)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    SweepSummary().on_multirun_end(config)
+    assert not (tmp_path / "summary.csv").exists()
+    (tmp_path / "0/.hydra").mkdir(parents=True)
+    assert holds_runs(tmp_path)
+
+
 def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Path, tmp_path: Path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     optuna = pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
 
-    def search(n_trials: int, sweep: Path) -> subprocess.CompletedProcess[str]:
+    def search(n_trials: int, sweep: Path, seed: int) -> subprocess.CompletedProcess[str]:
         return run_cli(
             "train",
             "-m",
@@ -77,13 +88,14 @@ def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Pa
             "model.hidden_size=choice(8,16)",
             "data.seq_len=choice(8,16)",
             f"hydra.sweeper.n_trials={n_trials}",
+            f"hydra.sweeper.sampler.seed={seed}",
             f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=tiny",
             f"hydra.sweep.dir={sweep}",
             cwd=tmp_path,
         )
 
-    result = search(3, tmp_path / "first")
+    result = search(3, tmp_path / "first", seed=1)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "first/summary.csv").open()))
     assert [r["status"] for r in rows] == ["done"] * 3
@@ -92,11 +104,13 @@ def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Pa
     assert best["best_value"] == pytest.approx(min(float(r["best_val_ppl"]) for r in rows))
     assert 3e-4 <= best["best_params"]["model.optimizer.lr"] <= 1e-2
 
-    result = search(1, tmp_path / "second")  # the same study goes on from the database
+    # the same study goes on from the database, with a new seed so as not to repeat trial 0
+    result = search(1, tmp_path / "second", seed=2)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert len(study.trials) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.trials[3].params != study.trials[0].params  # the same seed would repeat it
     assert sorted(t.value for t in study.trials[:3]) == pytest.approx(
         sorted(float(r["best_val_ppl"]) for r in rows)
     )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnlab.errors import UserError
 
@@ -43,32 +44,59 @@ RUN_COLUMNS = (
 #: Files that make a directory a run (a sweep directory has none of them itself).
 RUN_MARKERS = ("config.yaml", "metrics.json", "error.txt", ".hydra")
 
+#: What a finished run's metrics.json holds that the tables read: objects, then numbers.
+METRICS_OBJECTS = ("hparams", "val", "best_val", "test")
+METRICS_NUMBERS = ("tokens_per_sec", "wall_seconds", "num_params")
+
+#: Config keys (and everything under them) that never tell runs' settings apart: the two a
+#: comparison is across, and where a run's files go or what it resumed from.
+NOT_SETTINGS = ("seed", "model.backend", "paths", "ckpt_path", "resume", "task_name")
+
+
+class UnreadableRun(Exception):
+    """A run file that is not what rnnlab-train writes; the message says which and why."""
+
 
 def is_run(path: Path) -> bool:
     return any((path / marker).exists() for marker in RUN_MARKERS)
 
 
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Run directories among ``paths``: each is a run, or a sweep whose job directories are."""
-    runs: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            raise UserError(
-                f"{path} is not a directory; pass a sweep directory or run directories."
-            )
-        if is_run(path):
-            runs.append(path)
-            continue
-        jobs = sorted(
-            (d for d in path.iterdir() if d.is_dir() and is_run(d)),
-            key=lambda d: (len(d.name), d.name),  # sweep jobs 0, 1, ..., 10 in order
+def holds_runs(path: Path) -> bool:
+    """Whether ``path`` is a directory with a run in it: a sweep with at least one job started."""
+    return path.is_dir() and any(d.is_dir() and is_run(d) for d in path.iterdir())
+
+
+def runs_in(path: Path) -> list[Path]:
+    """``path`` if it is a run, else its job directories in sweep order."""
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory; pass a sweep directory or run directories.")
+    if is_run(path):
+        return [path]
+    jobs = sorted(
+        (d for d in path.iterdir() if d.is_dir() and is_run(d)),
+        key=lambda d: (len(d.name), d.name),  # sweep jobs 0, 1, ..., 10 in order
+    )
+    if not jobs:
+        raise UserError(
+            f"{path} holds no rnnlab runs (no config.yaml or metrics.json in it or its "
+            "subdirectories); pass a sweep directory or run directories."
         )
-        if not jobs:
-            raise UserError(
-                f"{path} holds no rnnlab runs (no config.yaml or metrics.json in it or its "
-                "subdirectories); pass a sweep directory or run directories."
-            )
-        runs += jobs
+    return jobs
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories among ``paths``: each is a run, or a sweep whose job directories are.
+
+    A run named twice (``sweep sweep/0``, or through a symlink) is listed once, so that
+    it does not count twice in the means over seeds.
+    """
+    runs: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        for run in runs_in(path):
+            if run.resolve() not in seen:
+                seen.add(run.resolve())
+                runs.append(run)
     return runs
 
 
@@ -93,28 +121,118 @@ def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys; lists (and empty dicts) stay whole values."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Everything a run's resolved config sets, dotted, that could make its numbers differ.
+
+    Left out: :data:`NOT_SETTINGS`, and every value naming the run's own directory
+    (``trainer.default_root_dir``, a checkpoint ``dirpath``, a logger's ``save_dir``),
+    which differs between any two runs without changing what they compute.
+    """
+    output_dir = str((config.get("paths") or {}).get("output_dir") or "")
+    return {
+        key: value
+        for key, value in flatten(config).items()
+        if not any(key == k or key.startswith(f"{k}.") for k in NOT_SETTINGS)
+        and not (output_dir and output_dir in str(value))
+    }
+
+
+def parse_file(path: Path, parse: Callable[[str], Any]) -> Any:
+    """``parse`` of a run file's text; None if there is none, :class:`UnreadableRun` if it fails."""
+    if not path.is_file():
+        return None
+    text = ""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return parse(text)
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        if not text.strip():
+            reason = "it is empty (the run was killed while writing it?)"
+        else:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnreadableRun(f"{path.name} cannot be read: {reason}") from exc
+
+
+def read_config(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Hyperparameters and settings from the config a run saved at its start (None: none yet)."""
+    config = parse_file(
+        run_dir / "config.yaml", lambda text: OmegaConf.to_container(OmegaConf.create(text))
+    )
+    if config is None:
+        return None
+    try:
+        return run_hparams(config), run_settings(config)
+    except (KeyError, TypeError, AttributeError) as exc:
+        missing = f" (it has no {exc.args[0]!r})" if isinstance(exc, KeyError) else ""
+        raise UnreadableRun(f"config.yaml is not an rnnlab-train config{missing}") from exc
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """A finished run's metrics.json (None if it has not finished)."""
+    metrics = parse_file(run_dir / "metrics.json", json.loads)
+    if metrics is None:
+        return None
+    if not isinstance(metrics, dict):
+        raise UnreadableRun("metrics.json is not a JSON object, so it is not from rnnlab-train")
+    missing = next((k for k in (*METRICS_OBJECTS, *METRICS_NUMBERS) if k not in metrics), None)
+    if missing:
+        raise UnreadableRun(
+            f"metrics.json has no {missing!r}, so it is not from rnnlab-train "
+            "(an rnnlab-eval output directory?)"
+        )
+    if not all(isinstance(metrics[key], dict) for key in METRICS_OBJECTS):
+        raise UnreadableRun("metrics.json is not laid out as rnnlab-train writes it")
+    return metrics
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """Status, hyperparameters and final metrics of one run, as far as it got."""
-    overrides_file = run_dir / ".hydra/overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    config_file, metrics_file = run_dir / "config.yaml", run_dir / "metrics.json"
-    error_file = run_dir / "error.txt"
+    """Status, hyperparameters, settings and final metrics of one run, as far as it got.
+
+    A file that is not what rnnlab-train writes (empty, half-written, from rnnlab-eval,
+    another program's config) makes the run ``unreadable`` with a one-line reason, so
+    one odd directory never stops the summary or report of all the others.
+    """
     run: dict[str, Any] = {
         "path": run_dir,
         "run": run_dir.name,
-        "overrides": overrides or [],
+        "overrides": [],
         "hparams": {},
+        "settings": {},
         "metrics": None,
     }
-    if config_file.is_file():
-        config = OmegaConf.to_container(OmegaConf.load(config_file))
-        run["hparams"] = run_hparams(config)  # type: ignore[arg-type]
-    if error_file.is_file():
-        return {**run, "status": "failed", "error": error_file.read_text().strip()}
-    if not metrics_file.is_file():
-        return {**run, "status": "running or killed"}
-    metrics = json.loads(metrics_file.read_text())
-    return {**run, "status": "done", "hparams": metrics["hparams"], "metrics": metrics}
+    try:
+        outcome = read_run_files(run_dir, run)
+    except UnreadableRun as exc:
+        return {**run, "status": "unreadable", "error": str(exc)}
+    return {**run, **outcome}
+
+
+def read_run_files(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """:func:`read_run`'s work; fills ``run`` as it goes: an unreadable run keeps what was read."""
+    run["overrides"] = parse_file(run_dir / ".hydra/overrides.yaml", yaml.safe_load) or []
+    config = read_config(run_dir)
+    if config is not None:
+        run["hparams"], run["settings"] = config
+    error = parse_file(run_dir / "error.txt", str.strip)
+    if error is not None:
+        return {"status": "failed", "error": error}
+    metrics = read_metrics(run_dir)
+    if metrics is None:
+        return {"status": "running or killed"}
+    if config is None:  # no config.yaml: its hyperparameters are all there is to group on
+        hparams = metrics["hparams"]
+        run["settings"] = {k: v for k, v in hparams.items() if k not in ("backend", "seed")}
+    return {"status": "done", "hparams": metrics["hparams"], "metrics": metrics}
 
 
 def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -149,13 +267,6 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     return "" if value is None else str(value)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers (and a parallel job's writer) never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:

@@ -18,23 +18,37 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from rnnlab.atomic import write_text_atomically
 from rnnlab.runs import (
     RUN_COLUMNS,
     csv_text,
     find_runs,
+    holds_runs,
     markdown_table,
     read_run,
     run_rows,
-    write_atomically,
 )
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     """summary.csv and summary.md from every job directory of ``sweep_dir``."""
     rows = run_rows([read_run(job) for job in find_runs([sweep_dir])])
-    write_atomically(sweep_dir / "summary.csv", csv_text(RUN_COLUMNS, rows))
-    write_atomically(sweep_dir / "summary.md", markdown_table(RUN_COLUMNS, rows))
+    write_text_atomically(sweep_dir / "summary.csv", csv_text(RUN_COLUMNS, rows))
+    write_text_atomically(sweep_dir / "summary.md", markdown_table(RUN_COLUMNS, rows))
     return rows
+
+
+def record_failure(config: DictConfig, job_return: JobReturn) -> None:
+    """A crashed job's one-line error in its ``error.txt``, so reports list it as failed.
+
+    A user mistake never gets here: it wrote its own sentence and the job returned.
+    """
+    if job_return.status != JobStatus.FAILED:
+        return
+    error = job_return._return_value  # the exception; .return_value would re-raise it
+    job_dir = Path(config.hydra.runtime.output_dir)
+    line = f"{type(error).__name__}: {error}".split("\n")[0]
+    write_text_atomically(job_dir / "error.txt", line)
 
 
 class SweepSummary(Callback):
@@ -43,13 +57,10 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        job_dir = Path(config.hydra.runtime.output_dir)
-        if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value  # the exception; .return_value would re-raise it
-            (job_dir / "error.txt").write_text(f"{type(error).__name__}: {error}".split("\n")[0])
+        record_failure(config, job_return)
         write_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir() and any(d.is_dir() for d in sweep_dir.iterdir()):
+        if holds_runs(sweep_dir):
             write_summary(sweep_dir)

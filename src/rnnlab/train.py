@@ -59,11 +59,13 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 def run_metrics(
     cfg: DictConfig, module: RNNLMModule, wall_seconds: float, trainer: L.Trainer
 ) -> dict[str, Any]:
-    """Everything metrics.json records about a finished run."""
+    """Everything metrics.json records about a finished run (token counts over all ranks)."""
+    world = trainer.world_size  # under DDP every rank trains as many tokens as this one
     return {
         **module.final_metrics(),
-        "tokens_per_sec": module.tokens_per_sec,
-        "train_tokens": module.train_tokens,
+        "tokens_per_sec": module.tokens_per_sec * world,
+        "train_tokens": module.train_tokens * world,
+        "world_size": world,
         "train_seconds": module.train_seconds,
         "wall_seconds": wall_seconds,
         "torch_threads": torch.get_num_threads(),
