@@ -54,15 +54,52 @@ def test_train_loader_is_in_order_and_not_shuffled(tiny_corpus: Path):
     assert torch.equal(torch.cat(first, 1), batchify(dm.ids["train"], 4)[:, : len(first) * 10])
 
 
-def test_ddp_ranks_read_disjoint_contiguous_slices(tiny_corpus: Path):
+def test_ddp_ranks_read_their_own_rows_of_one_stream(tiny_corpus: Path):
+    """2 ranks x 2 rows together are the 4 rows one process reads with batch_size=4."""
     dm = make_dm(tiny_corpus, batch_size=2, seq_len=5)
-    ids = dm.ids["train"]
-    share = ids.numel() // 2
+    single = torch.cat(
+        [x for x, _ in make_dm(tiny_corpus, batch_size=4, seq_len=5).train_dataloader()], dim=1
+    )
     for rank in (0, 1):
         dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)
         stream = torch.cat([x for x, _ in dm.train_dataloader()], dim=1)
-        expected = batchify(ids[rank * share : (rank + 1) * share], 2)
-        assert torch.equal(stream, expected[:, : stream.shape[1]])
+        assert torch.equal(stream, single[2 * rank : 2 * rank + 2])
+
+
+def test_crlf_and_a_missing_final_newline_count_like_lf(tmp_path: Path):
+    lines = [f"w{i % 10} x{i % 3}" for i in range(1000)]
+    files = {
+        "lf": "\n".join(lines) + "\n",
+        "crlf": "\r\n".join(lines) + "\r\n",
+        "no_final_newline": "\n".join(lines),
+    }
+    counts = {}
+    for name, text in files.items():
+        (tmp_path / f"{name}.txt").write_bytes(text.encode())
+        for level in ("char", "word"):
+            dm = make_dm(tmp_path / f"{name}.txt", level=level, batch_size=4, seq_len=8)
+            counts[name, level] = [dm.num_tokens(s) for s in ("train", "val", "test")]
+    for level, total in (("char", 6000), ("word", 3000)):
+        assert counts["lf", level] == counts["crlf", level] == counts["no_final_newline", level]
+        assert sum(counts["lf", level]) == total
+
+
+def test_one_line_of_50_mb_is_split_and_encoded(tmp_path: Path):
+    path = tmp_path / "one_line.txt"
+    path.write_text("anna karenina " * 3_600_000)  # 50.4 MB, no newline at all
+    dm = make_dm(path, level="char", batch_size=32, seq_len=64)
+    counts = [dm.num_tokens(s) for s in ("train", "val", "test")]
+    assert sum(counts) == 14 * 3_600_000 + 1  # and the final newline it lacked
+    assert counts[1] == pytest.approx(0.05 * sum(counts), rel=1e-3)
+    assert len(dm.vocab) == 1 + len(set("anna karenina "))
+
+
+def test_a_corpus_of_one_repeated_character(tmp_path: Path):
+    path = tmp_path / "a.txt"
+    path.write_text("a" * 5000)
+    dm = make_dm(path, level="char", batch_size=4, seq_len=8)
+    assert dm.vocab.itos == ["<unk>", "a"]
+    assert torch.all(dm.ids["train"] == 1)
 
 
 def test_too_short_corpus_says_how_many_tokens(tmp_path: Path):

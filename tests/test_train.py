@@ -75,6 +75,16 @@ BAD_INPUT = {
     "hidden_size 0": ({}, ["model.hidden_size=0"], "model.hidden_size must be at least 1"),
     "unknown backend": ({}, ["model.backend=cudnn"], "unknown model.backend 'cudnn'"),
     "unknown level": ({}, ["data.level=byte"], "unknown tokenization level 'byte'"),
+    "directory without a train file": (
+        {"d/valid.txt": SHORT, "d/test.txt": SHORT},
+        ["data.path={tmp}/d"],
+        r"corpus directory \S+/d has no train file; expected one of: train.txt",
+    ),
+    "corrupt checkpoint": (
+        {"x.ckpt": b"PK\x03\x04 not really a checkpoint"},
+        ["ckpt_path={tmp}/x.ckpt"],
+        r"x.ckpt is not a readable checkpoint \(\w+\); it may be truncated",
+    ),
     "preset offline": (
         {},
         ["data=shakespeare_char", "paths.data_dir={tmp}/data"],
@@ -87,6 +97,7 @@ BAD_INPUT = {
 def test_bad_input_is_one_sentence_and_exit_1(case: str, tmp_path: Path):
     files, overrides, message = BAD_INPUT[case]
     for name, data in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(data)
     result = run_cli(
         "train",

@@ -108,10 +108,11 @@ def read_text(path: Path) -> str:
             f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); "
             "convert it, e.g. with iconv -t UTF-8."
         ) from None
-    return text.replace("\r\n", "\n")
+    text = text.replace("\r\n", "\n")
+    return text if not text or text.endswith("\n") else text + "\n"
 
 
-#: how far a split cut may move to reach a line start (or else a space)
+#: how far a split cut may move to reach a line start (or else a space); at most 5% of the text
 CUT_WINDOW = 10_000
 
 
@@ -122,8 +123,9 @@ def cut_at(text: str, pos: int) -> int:
     """
     if pos <= 0:
         return 0
+    window = min(CUT_WINDOW, len(text) // 20)
     for sep in ("\n", " "):
-        found = text.find(sep, pos - 1, pos + CUT_WINDOW)
+        found = text.find(sep, pos - 1, pos + window)
         if found >= 0:
             return found + 1
     return min(pos, len(text))
