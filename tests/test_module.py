@@ -1,6 +1,7 @@
 import math
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -81,3 +82,16 @@ def test_sample_is_deterministic_and_leaves_global_rng_alone(tiny_corpus: Path):
     assert first == module.sample("the ", num_tokens=40, seed=3)
     assert first.startswith("the ") and len(first) == 44
     assert first != module.sample("the ", num_tokens=40, seed=4)
+
+
+def test_testing_a_checkpoint_keeps_the_runs_own_counters(tiny_corpus: Path):
+    """trainer.test(ckpt_path=best) loads an older checkpoint: it must not rewind the run."""
+    _, module = make(tiny_corpus, batch_size=4, seq_len=10)
+    module.train_tokens, module.losses = 999, {"val": 1.5, "best_val": 1.2}
+    saved = {"rnnlab": {"train_tokens": 10, "losses": {"val": 3.0}, "train_seconds": 1.0}}
+    module._trainer = SimpleNamespace(state=SimpleNamespace(fn="test"))
+    module.on_load_checkpoint(saved)
+    assert (module.train_tokens, module.losses["val"]) == (999, 1.5)
+    module._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
+    module.on_load_checkpoint({**saved, "rnnlab": {**saved["rnnlab"], "rng": None}})
+    assert (module.train_tokens, module.losses) == (10, {"val": 3.0})

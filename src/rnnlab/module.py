@@ -177,6 +177,8 @@ class RNNLMModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return  # testing the best checkpoint must not rewind this run's bookkeeping
         state = checkpoint.get("rnnlab", {})
         self.train_hidden = state.get("train_hidden")
         self.losses = dict(state.get("losses", {}))
