@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.gradients import GradientMonitor
-from rnnlab.module import RNNLMModule, token_nll
+from rnnlab.module import RNNLMModule
 from rnnlab.train import train
 from tests.conftest import TINY_RUN, TINY_TEXT, compose_train
 
@@ -31,8 +31,7 @@ def test_logged_norms_are_the_gradients_norms(backend: str, tmp_path: Path):
     vocab = Vocab.build(TINY_TEXT, "char")
     module = RNNLMModule(vocab.to_dict(), backend=backend, hidden_size=16, num_layers=2)
     ids = torch.tensor(vocab.encode(TINY_TEXT[:200])).view(4, 50)
-    logits, _ = module(ids[:, :-1])
-    token_nll(logits, ids[:, 1:]).backward()
+    module.net.loss(ids[:, :-1], ids[:, 1:])[0].backward()
     logger = TensorBoardLogger(tmp_path, name="", version="")
     trainer = SimpleNamespace(global_step=0, is_global_zero=True, loggers=[logger])
     GradientMonitor(every_n_steps=1, histogram_every_n_steps=1).on_before_optimizer_step(

@@ -5,7 +5,7 @@ import torch
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
-from rnnlab.model import RNNLM
+from rnnlab.model import RNNLM, default_cutoffs
 from rnnlab.rnn import CustomRNN
 
 
@@ -76,3 +76,66 @@ def test_initial_loss_is_near_uniform(tie_weights: bool):
     logits, _ = model(tokens)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), tokens.reshape(-1))
     assert abs(loss.item() - math.log(vocab_size)) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "cutoffs"),
+    [(33_278, [2000, 10000]), (10_000, [2000]), (2_001, [2000]), (65, [32]), (2, [1])],
+)
+def test_default_cutoffs(vocab_size: int, cutoffs: list[int]):
+    assert default_cutoffs(vocab_size) == cutoffs
+
+
+def adaptive_model(backend: str = "builtin") -> RNNLM:
+    torch.manual_seed(0)
+    return RNNLM(
+        50, hidden_size=32, num_layers=2, backend=backend, output="adaptive", cutoffs=[5, 20]
+    ).double()
+
+
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_adaptive_log_probs_are_a_distribution_and_the_loss_reads_them(backend: str):
+    """Exact for the adaptive model: every position's probabilities over all 50 ids sum to 1,
+    and the training loss is the mean of -log p(target) under that same distribution."""
+    model = adaptive_model(backend)
+    tokens, targets = torch.randint(0, 50, (3, 7)), torch.randint(0, 50, (3, 7))
+    log_probs, hidden = model(tokens)
+    assert log_probs.shape == (3, 7, 50) and hidden.shape == (2, 3, 32)
+    sums = log_probs.exp().sum(-1)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-12)
+    loss, loss_hidden = model.loss(tokens, targets)
+    by_hand = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+    assert abs(loss.item() - by_hand.item()) < 1e-12
+    assert torch.equal(loss_hidden, hidden)
+    # and its gradient is the gradient of that quantity
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    expected = torch.autograd.grad(by_hand, list(model.parameters()))
+    for got, want in zip(grads, expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_full_softmax_loss_is_cross_entropy_of_the_logits():
+    torch.manual_seed(0)
+    model = RNNLM(30, hidden_size=8).double()
+    tokens, targets = torch.randint(0, 30, (2, 5)), torch.randint(0, 30, (2, 5))
+    logits, _ = model(tokens)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 30), targets.reshape(-1))
+    assert abs(model.loss(tokens, targets)[0].item() - expected.item()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"output": "hierarchical"}, "unknown model.output 'hierarchical'"),
+        ({"cutoffs": [5, 3]}, r"model.cutoffs must be increasing integers between 1 and 10 "),
+        ({"cutoffs": [0, 3]}, r"between 1 and 10 \(the vocabulary has 11 types\), got \[0, 3\]"),
+        ({"cutoffs": [3, 11]}, "model.cutoffs must be increasing"),
+        ({"cutoffs": []}, "model.cutoffs must be increasing"),
+        ({"tie_weights": True}, "model.tie_weights needs model.output=softmax"),
+        ({"div_value": 16.0, "cutoffs": [3, 6]}, r"model.div_value=16.0 leaves the last of 2"),
+    ],
+)
+def test_impossible_adaptive_settings(kwargs: dict, message: str):
+    settings = {"output": "adaptive", **kwargs}
+    with pytest.raises(UserError, match=message):
+        RNNLM(11, hidden_size=8, **settings)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.module import RNNLMModule, token_nll
+from rnnlab.module import RNNLMModule
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
@@ -67,8 +67,8 @@ def test_training_carries_a_detached_state_between_batches(tiny_corpus: Path):
     assert carried is not None and not carried.requires_grad
     loss = module.training_step(second, 1).item()
     with torch.no_grad():
-        expected = token_nll(module.net(second[0], carried)[0], second[1]).item()
-        fresh = token_nll(module.net(second[0])[0], second[1]).item()
+        expected = module.net.loss(*second, carried)[0].item()
+        fresh = module.net.loss(*second)[0].item()
     assert loss == pytest.approx(expected, rel=1e-6)
     assert loss != pytest.approx(fresh, rel=1e-4)
     assert module.training_step(first, 0).item() == pytest.approx(first_loss, rel=1e-6)

@@ -116,6 +116,7 @@ def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
         "nonlinearity": model["nonlinearity"],
         "embedding_dim": model["embedding_dim"] or model["hidden_size"],
         "tie_weights": model["tie_weights"],
+        "output": model.get("output", "softmax"),  # runs from before model.output existed
         "bptt": model["bptt"],
         "seed": config["seed"],
     }
