@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from rnnlab.data import corpus
-from rnnlab.data.corpus import Remote, default_text, load_splits, read_text, split_text
+from rnnlab.data.corpus import Remote, default_text, load_splits
+from rnnlab.data.textfile import TextFile
 from rnnlab.errors import UserError
 
 
@@ -14,9 +15,10 @@ def test_default_corpus_is_real_text_of_size():
     assert 'The "assert" statement' in text
 
 
-def test_split_is_contiguous_and_line_aligned():
+def test_split_is_contiguous_and_line_aligned(tmp_path: Path):
     text = "".join(f"line {i:04d}\n" for i in range(1000))  # 10 chars a line
-    parts = split_text(text, (0.9, 0.05, 0.05))
+    (tmp_path / "lines.txt").write_text(text)
+    parts = load_splits(path=tmp_path / "lines.txt")
     assert "".join(parts[s] for s in ("train", "val", "test")) == text
     assert all(p.endswith("\n") for p in parts.values())
     assert parts["train"].count("\n") == 900
@@ -25,13 +27,14 @@ def test_split_is_contiguous_and_line_aligned():
 
 def test_bad_split_fractions():
     with pytest.raises(UserError, match="three non-negative fractions summing to 1"):
-        split_text("abc\n", (0.5, 0.5, 0.5))
+        load_splits(split=(0.5, 0.5, 0.5))
 
 
 def test_crlf_reads_like_lf(tmp_path: Path):
     (tmp_path / "crlf.txt").write_bytes(b"a b\r\nc d\r\n")
     (tmp_path / "lf.txt").write_bytes(b"a b\nc d\n")
-    assert read_text(tmp_path / "crlf.txt") == read_text(tmp_path / "lf.txt")
+    assert TextFile.from_path(tmp_path / "crlf.txt").read() == "a b\nc d\n"
+    assert TextFile.from_path(tmp_path / "lf.txt").read() == "a b\nc d\n"
 
 
 def test_non_utf8_names_file_and_offset(tmp_path: Path):
@@ -40,7 +43,7 @@ def test_non_utf8_names_file_and_offset(tmp_path: Path):
     with pytest.raises(
         UserError, match=r"latin1.txt is not UTF-8 text \(invalid byte at offset 7\)"
     ):
-        read_text(path)
+        TextFile.from_path(path).read()
 
 
 def test_missing_path(tmp_path: Path):

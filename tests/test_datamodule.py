@@ -1,6 +1,7 @@
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,24 +27,24 @@ def test_token_counts_char_and_word(tmp_path: Path):
 
 
 def test_batches_continue_row_by_row_and_only_the_tail_is_trimmed():
-    ids = torch.arange(1000)
-    data = batchify(ids, 4)  # 4 rows of 250
+    data = batchify(np.arange(1000, dtype=np.uint16), 4)  # 4 rows of 250
     batches = StreamBatches(data, seq_len=16, drop_last=True)
     assert len(batches) == (250 - 1) // 16 == 15
     inputs = torch.cat([batches[i][0] for i in range(len(batches))], dim=1)
     targets = torch.cat([batches[i][1] for i in range(len(batches))], dim=1)
+    assert inputs.dtype == torch.int64  # what nn.Embedding and cross_entropy take
     # row r of batch i+1 starts exactly where row r of batch i ended
-    assert torch.equal(inputs, data[:, : 15 * 16])
+    assert torch.equal(inputs, torch.from_numpy(data[:, : 15 * 16].astype(np.int64)))
     assert torch.equal(targets, inputs + 1)
     assert torch.equal(inputs[:, 0], torch.tensor([0, 250, 500, 750]))
 
 
 def test_eval_batches_cover_every_column():
-    data = batchify(torch.arange(1003), 4)  # 3 tokens of remainder dropped
+    data = batchify(np.arange(1003), 4)  # 3 tokens of remainder dropped
     batches = StreamBatches(data, seq_len=16, drop_last=False)
     assert [batches[i][0].shape[1] for i in range(len(batches))][-1] == (250 - 1) % 16
     targets = torch.cat([batches[i][1] for i in range(len(batches))], dim=1)
-    assert torch.equal(targets, data[:, 1:])
+    assert torch.equal(targets, torch.from_numpy(data[:, 1:]))
 
 
 def test_train_loader_is_in_order_and_not_shuffled(tiny_corpus: Path):
@@ -51,7 +52,8 @@ def test_train_loader_is_in_order_and_not_shuffled(tiny_corpus: Path):
     first = [x for x, _ in dm.train_dataloader()]
     second = [x for x, _ in dm.train_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
-    assert torch.equal(torch.cat(first, 1), batchify(dm.ids["train"], 4)[:, : len(first) * 10])
+    expected = batchify(dm.ids["train"], 4)[:, : len(first) * 10].astype(np.int64)
+    assert torch.equal(torch.cat(first, 1), torch.from_numpy(expected))
 
 
 def test_ddp_ranks_read_their_own_rows_of_one_stream(tiny_corpus: Path):
@@ -99,7 +101,7 @@ def test_a_corpus_of_one_repeated_character(tmp_path: Path):
     path.write_text("a" * 5000)
     dm = make_dm(path, level="char", batch_size=4, seq_len=8)
     assert dm.vocab.itos == ["<unk>", "a"]
-    assert torch.all(dm.ids["train"] == 1)
+    assert np.all(dm.ids["train"] == 1)
 
 
 def test_too_short_corpus_says_how_many_tokens(tmp_path: Path):
@@ -122,3 +124,16 @@ def test_empty_corpus(tmp_path: Path):
 def test_sizes_below_one(name: str):
     with pytest.raises(UserError, match=f"data.{name} must be at least 1, got 0"):
         LMDataModule(**{name: 0})
+
+
+def test_a_zero_test_fraction_leaves_no_test_split(tmp_path: Path):
+    """data.split=[0.9,0.1,0.0]: the nanoGPT / char-rnn split of tiny-shakespeare."""
+    path = tmp_path / "c.txt"
+    path.write_text("".join(f"w{i % 10} x{i % 3}\n" for i in range(1000)))  # 6 chars a line
+    dm = make_dm(path, batch_size=4, seq_len=8, split=[0.9, 0.1, 0.0])
+    assert [dm.num_tokens(s) for s in ("train", "val", "test")] == [5400, 600, 0]
+    assert dm.has_split("train") and dm.has_split("val") and not dm.has_split("test")
+    with pytest.raises(UserError, match=r"has no test split \(data.split=\[0.9, 0.1, 0.0\]\)"):
+        dm.test_dataloader()
+    with pytest.raises(UserError, match="test split .* has 0 tokens"):  # a fraction asks for text
+        make_dm(path, batch_size=4, seq_len=8, split=[0.9, 0.1 - 1e-9, 1e-9])

@@ -1,6 +1,7 @@
 """Where text comes from: the embedded default, a local file or directory, or a named preset.
 
-Every source ends as three strings, ``train``, ``val`` and ``test``:
+Every source ends as three spans of text, ``train``, ``val`` and ``test``, read in
+chunks (:mod:`rnnlab.data.textfile`), never whole:
 
 - a single file is cut into contiguous, line-aligned ranges (default 90/5/5);
 - a directory in the WikiText-2 / PTB layout gives its three files;
@@ -14,13 +15,15 @@ Python, so the default run works offline.
 
 from __future__ import annotations
 
+import hashlib
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch.hub import download_url_to_file
 
+from rnnlab.data.textfile import TextFile
 from rnnlab.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -96,67 +99,88 @@ def default_text() -> str:
     return "\n".join(topics[key] for key in sorted(topics))
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 file as text with ``\\n`` line ends (CRLF counts the same as LF)."""
-    if not path.is_file():
-        raise UserError(f"corpus file {path} does not exist; check data.path.")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); "
-            "convert it, e.g. with iconv -t UTF-8."
-        ) from None
-    text = text.replace("\r\n", "\n")
-    return text if not text or text.endswith("\n") else text + "\n"
-
-
 #: how far a split cut may move to reach a line start (or else a space); at most 5% of the text
 CUT_WINDOW = 10_000
 
 
-def cut_at(text: str, pos: int) -> int:
+def cut_at(read: Callable[[int, int], str], length: int, pos: int) -> int:
     """A cut at or just after ``pos``: a line start, else a word start, else ``pos`` itself.
 
-    A text of one long line (text8 is 100 MB without a newline) is still split.
+    ``read(a, b)`` gives characters ``[a, b)`` of the text: only the window after ``pos``
+    is read. A text of one long line (text8 is 100 MB without a newline) is still split.
     """
     if pos <= 0:
         return 0
-    window = min(CUT_WINDOW, len(text) // 20)
+    window = read(pos - 1, pos + min(CUT_WINDOW, length // 20))
     for sep in ("\n", " "):
-        found = text.find(sep, pos - 1, pos + window)
+        found = window.find(sep)
         if found >= 0:
-            return found + 1
-    return min(pos, len(text))
+            return pos + found
+    return min(pos, length)
 
 
-def split_text(text: str, fractions: Sequence[float]) -> dict[str, str]:
-    """Cut ``text`` into contiguous train/val/test ranges of about ``fractions`` of its characters.
-
-    Cuts move forward to the next line start, so no word is cut in half (:func:`cut_at`).
-    """
+def check_split(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """``fractions`` as three floats, if they are three non-negative fractions summing to 1."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise UserError(
             f"data.split must be three non-negative fractions summing to 1, got {list(fractions)}."
         )
-    first = cut_at(text, int(len(text) * fractions[0]))
-    second = cut_at(text, int(len(text) * (fractions[0] + fractions[1])))
-    cuts = (0, first, second, len(text))
-    return {name: text[cuts[i] : cuts[i + 1]] for i, name in enumerate(SPLITS)}
+    return float(fractions[0]), float(fractions[1]), float(fractions[2])
 
 
-def read_directory(path: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class Span:
+    """One split: characters ``[start, end)`` of a text file (``end=None``: to its end)."""
+
+    file: TextFile
+    start: int = 0
+    end: int | None = None
+
+    def chunks(self) -> Iterator[str]:
+        return self.file.chunks(self.start, self.end)
+
+    def text(self) -> str:
+        return self.file.read(self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus before it is split: one text cut by ``split``, or one text per split."""
+
+    files: tuple[TextFile, ...]
+    split: tuple[float, float, float]
+
+    def digest(self) -> str:
+        """SHA-256 over the files' own: names the content without decoding it."""
+        return hashlib.sha256(" ".join(f.digest for f in self.files).encode()).hexdigest()
+
+    def splits(self) -> dict[str, Span]:
+        """Train/val/test; a single text is cut into contiguous, line-aligned ranges.
+
+        Cuts move forward to the next line start, so no word is cut in half
+        (:func:`cut_at`). A test fraction of 0 gives an empty test split.
+        """
+        if len(self.files) == len(SPLITS):
+            return {name: Span(file) for name, file in zip(SPLITS, self.files, strict=True)}
+        file = self.files[0]
+        length = len(file)
+        first = cut_at(file.read, length, int(length * self.split[0]))
+        second = cut_at(file.read, length, int(length * (self.split[0] + self.split[1])))
+        cuts = (0, first, length if self.split[2] == 0 else second, length)
+        return {name: Span(file, cuts[i], cuts[i + 1]) for i, name in enumerate(SPLITS)}
+
+
+def split_files(path: Path) -> tuple[TextFile, ...]:
     """The three split files of a WikiText-2 / PTB style directory."""
-    splits = {}
+    files = []
     for split, names in SPLIT_FILES.items():
         found = next((path / n for n in names if (path / n).is_file()), None)
         if found is None:
             raise UserError(
                 f"corpus directory {path} has no {split} file; expected one of: {', '.join(names)}."
             )
-        splits[split] = read_text(found)
-    return splits
+        files.append(TextFile.from_path(found))
+    return tuple(files)
 
 
 def fetch(preset: str, data_dir: Path) -> Path:
@@ -180,22 +204,37 @@ def fetch(preset: str, data_dir: Path) -> Path:
     return target if len(PRESETS[preset]) > 1 else target / PRESETS[preset][0].name
 
 
+def open_corpus(
+    source: str = "default",
+    path: str | Path | None = None,
+    split: Sequence[float] = (0.9, 0.05, 0.05),
+    data_dir: str | Path = "data",
+) -> Corpus:
+    """A corpus by name; ``path`` (file or directory) wins over a preset download.
+
+    Nothing is read yet: the token cache may need no more than the files' SHA-256.
+    """
+    fractions = check_split(split)
+    if source not in SOURCES:
+        raise UserError(f"unknown corpus {source!r}; use one of: {', '.join(SOURCES)}.")
+    if path is None and source in PRESETS:
+        path = fetch(source, Path(data_dir))
+    if path is None:
+        return Corpus((TextFile.from_text(default_text(), "the embedded corpus"),), fractions)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return Corpus(split_files(path), fractions)
+    if not path.exists():
+        raise UserError(f"data.path {path} does not exist; give a text file or a corpus directory.")
+    return Corpus((TextFile.from_path(path),), fractions)
+
+
 def load_splits(
     source: str = "default",
     path: str | Path | None = None,
     split: Sequence[float] = (0.9, 0.05, 0.05),
     data_dir: str | Path = "data",
 ) -> dict[str, str]:
-    """Train/val/test text of a corpus; ``path`` (file or directory) wins over a preset download."""
-    if source not in SOURCES:
-        raise UserError(f"unknown corpus {source!r}; use one of: {', '.join(SOURCES)}.")
-    if path is None and source in PRESETS:
-        path = fetch(source, Path(data_dir))
-    if path is None:
-        return split_text(default_text(), split)
-    path = Path(path).expanduser()
-    if path.is_dir():
-        return read_directory(path)
-    if not path.exists():
-        raise UserError(f"data.path {path} does not exist; give a text file or a corpus directory.")
-    return split_text(read_text(path), split)
+    """Train/val/test text of a corpus, whole: for a look at a corpus, not for 500 MB of it."""
+    splits = open_corpus(source, path, split, data_dir).splits()
+    return {name: span.text() for name, span in splits.items()}

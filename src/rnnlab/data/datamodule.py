@@ -8,6 +8,9 @@ its hidden state from one batch to the next. The batches are served in order: th
 DataLoader never shuffles them, and under DDP every rank reads its own rows of the
 stream. A checkpoint records the next training batch, so a resumed run goes on
 from there.
+
+Ids stay in the vocabulary's smallest integer type, memory-mapped from the token
+cache (:mod:`rnnlab.data.cache`); each batch becomes int64 as it is served.
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from rnnlab.data.corpus import PRESETS, fetch, load_splits
+from rnnlab.data.cache import Recipe, load_tokens
+from rnnlab.data.corpus import PRESETS, check_split, fetch, open_corpus
 from rnnlab.data.vocab import Vocab, check_level
 from rnnlab.errors import UserError
 
 
-def batchify(ids: torch.Tensor, rows: int) -> torch.Tensor:
-    """Cut a 1-D stream into ``rows`` contiguous rows, dropping the ``len % rows`` tail."""
-    cols = ids.numel() // rows
-    return ids[: rows * cols].view(rows, cols)
+def batchify(ids: np.ndarray, rows: int) -> np.ndarray:
+    """Cut a 1-D stream into ``rows`` contiguous rows, dropping the ``len % rows`` tail (a view)."""
+    cols = len(ids) // rows
+    return ids[: rows * cols].reshape(rows, cols)
 
 
 class StreamBatches(Dataset):
@@ -38,9 +43,9 @@ class StreamBatches(Dataset):
     without it the last batch is shorter, so evaluation covers every column.
     """
 
-    def __init__(self, data: torch.Tensor, seq_len: int, drop_last: bool) -> None:
+    def __init__(self, data: np.ndarray, seq_len: int, drop_last: bool) -> None:
         self.data, self.seq_len = data, seq_len
-        steps = data.size(1) - 1
+        steps = data.shape[1] - 1
         self.length = steps // seq_len if drop_last else -(-steps // seq_len)
 
     def __len__(self) -> int:
@@ -50,8 +55,10 @@ class StreamBatches(Dataset):
         if not 0 <= i < self.length:
             raise IndexError(i)
         start = i * self.seq_len
-        end = min(start + self.seq_len, self.data.size(1) - 1)
-        return self.data[:, start:end], self.data[:, start + 1 : end + 1]
+        end = min(start + self.seq_len, self.data.shape[1] - 1)
+        # a copy as int64 (what embeddings and cross-entropy take), writable unlike the map
+        window = torch.from_numpy(np.array(self.data[:, start : end + 1], dtype=np.int64))
+        return window[:, :-1], window[:, 1:]
 
 
 class ResumableSampler(SequentialSampler):
@@ -73,7 +80,8 @@ class LMDataModule(L.LightningDataModule):
     """Char- or word-level language-modelling data with stream batching.
 
     The vocabulary is built from the training split only; val/test tokens outside
-    it become ``<unk>``.
+    it become ``<unk>``. With a ``cache_dir`` the ids are cached there, keyed by the
+    corpus content and every setting that decides them.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class LMDataModule(L.LightningDataModule):
         max_size: int | None = None,
         data_dir: str = "data",
         num_workers: int = 0,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
@@ -99,10 +108,11 @@ class LMDataModule(L.LightningDataModule):
         self.source, self.path, self.level = source, path, check_level(level)
         self.batch_size, self.seq_len = batch_size, seq_len
         self.eval_batch_size = eval_batch_size or batch_size
-        self.split, self.min_freq, self.max_size = tuple(split), min_freq, max_size
+        self.split, self.min_freq, self.max_size = check_split(split), min_freq, max_size
         self.data_dir, self.num_workers = Path(data_dir), num_workers
+        self.cache_dir = cache_dir
         self.vocab: Vocab | None = None
-        self.ids: dict[str, torch.Tensor] = {}
+        self.ids: dict[str, np.ndarray] = {}
         self.unknown: dict[str, int] = {}
         #: the training batch a resumed run starts its first epoch at
         self.train_start = 0
@@ -113,43 +123,48 @@ class LMDataModule(L.LightningDataModule):
             fetch(self.source, self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read, tokenize and check the corpus once; later calls are free.
+        """Tokenize and check the corpus once (or open its cached ids); later calls are free.
 
         A vocabulary set beforehand (a checkpoint's, for evaluation) is kept; otherwise
         the training split builds one. ``unknown`` counts the tokens of each split it lacks.
+        A split whose fraction is 0 may be empty (:meth:`has_split`): test only, since
+        training and validation need theirs.
         """
         if self.ids:
             return
-        texts = load_splits(self.source, self.path, self.split, self.data_dir)
-        if not texts["train"].strip():
+        corpus = open_corpus(self.source, self.path, self.split, self.data_dir)
+        recipe = Recipe(self.level, self.min_freq, self.max_size, self.split, self.vocab)
+        tokens = load_tokens(corpus, recipe, self.cache_dir)
+        if len(tokens.ids["train"]) == 0:
             raise UserError(f"the training split of {self.describe()} is empty; give more text.")
-        vocab = self.vocab or Vocab.build(texts["train"], self.level, self.min_freq, self.max_size)
-        encoded = {name: vocab.encode_counting(text) for name, text in texts.items()}
-        ids = {name: torch.from_numpy(split_ids) for name, (split_ids, _) in encoded.items()}
-        self.unknown = {name: count for name, (_, count) in encoded.items()}
-        self._check_length("train", ids["train"], self.batch_size, self.seq_len + 1)
-        for name in ("val", "test"):
-            self._check_length(name, ids[name], self.eval_batch_size, 2)
-        self.vocab, self.ids = vocab, ids
+        self._check_length("train", tokens.ids["train"], self.batch_size, self.seq_len + 1)
+        self._check_length("val", tokens.ids["val"], self.eval_batch_size, 2)
+        if self.split[2] or len(tokens.ids["test"]):
+            self._check_length("test", tokens.ids["test"], self.eval_batch_size, 2)
+        self.vocab, self.ids, self.unknown = tokens.vocab, tokens.ids, tokens.unknown
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` has tokens (after :meth:`setup`): data.split may leave test empty."""
+        return len(self.ids.get(split, ())) > 0
 
     def describe(self) -> str:
         """The corpus as the user named it, for error messages."""
         return f"data.path={self.path}" if self.path else f"corpus {self.source!r}"
 
-    def _check_length(self, split: str, ids: torch.Tensor, rows: int, per_row: int) -> None:
+    def _check_length(self, split: str, ids: np.ndarray, rows: int, per_row: int) -> None:
         needed = rows * per_row
-        if ids.numel() < needed:
+        if len(ids) < needed:
             raise UserError(
-                f"the {split} split of {self.describe()} has {ids.numel()} tokens, but "
+                f"the {split} split of {self.describe()} has {len(ids)} tokens, but "
                 f"{rows} rows of {per_row} need at least {needed}; "
                 "use a longer text or a smaller batch_size / seq_len."
             )
 
     def num_tokens(self, split: str) -> int:
         """Tokens in ``split`` after tokenization (``<eos>`` included at word level)."""
-        return int(self.ids[split].numel())
+        return len(self.ids[split])
 
-    def _rows(self, split: str, rows: int) -> torch.Tensor:
+    def _rows(self, split: str, rows: int) -> np.ndarray:
         """This rank's ``rows`` rows of the batchified stream.
 
         The split is batchified into ``world * rows`` rows and rank *r* takes rows
@@ -161,6 +176,11 @@ class LMDataModule(L.LightningDataModule):
         return batchify(self.ids[split], rows * world)[rank * rows : (rank + 1) * rows]
 
     def _loader(self, split: str, rows: int, drop_last: bool, start: int = 0) -> DataLoader:
+        if not self.has_split(split):
+            raise UserError(
+                f"{self.describe()} has no {split} split (data.split={list(self.split)}); "
+                f"give the {split} split a fraction above 0."
+            )
         batches = StreamBatches(self._rows(split, rows), self.seq_len, drop_last)
         if len(batches) == 0:  # setup checked one process; this is every rank's share
             world = self.trainer.world_size if self.trainer else 1
