@@ -20,7 +20,10 @@ def group_options(group: str) -> list[str]:
 
 GROUP_OVERRIDES = [
     f"{group}={option}"
-    for group in ("data", "model", "trainer", "logger", "callbacks", "paths", "experiment", "debug")
+    for group in (
+        *("data", "model", "model/scheduler", "trainer", "logger", "callbacks", "paths"),
+        *("experiment", "debug"),
+    )
     for option in group_options(group)
 ]
 

@@ -25,18 +25,24 @@ def quiet_trainer(**kwargs) -> L.Trainer:
     )
 
 
-def make(tiny_corpus: Path, **data) -> tuple[LMDataModule, RNNLMModule]:
+def make(tiny_corpus: Path, output: str = "softmax", **data) -> tuple[LMDataModule, RNNLMModule]:
     dm = LMDataModule(path=str(tiny_corpus), **data)
     dm.setup("fit")
     torch.manual_seed(0)
     module = RNNLMModule(
-        dm.vocab.to_dict(), partial(torch.optim.Adam, lr=1e-2), hidden_size=16, sample_tokens=0
+        dm.vocab.to_dict(),
+        partial(torch.optim.Adam, lr=1e-2),
+        hidden_size=16,
+        sample_tokens=0,
+        output=output,
     )
     return dm, module
 
 
-def test_val_ppl_is_exp_of_token_weighted_nll(tiny_corpus: Path):
-    dm, module = make(tiny_corpus, batch_size=4, seq_len=7, eval_batch_size=3)
+@pytest.mark.parametrize("output", ["softmax", "adaptive"])
+def test_val_ppl_is_exp_of_token_weighted_nll(tiny_corpus: Path, output: str):
+    """By hand from the full logits; the adaptive model's are normalised log-probabilities."""
+    dm, module = make(tiny_corpus, output, batch_size=4, seq_len=7, eval_batch_size=3)
     quiet_trainer(max_epochs=1, limit_train_batches=20).fit(module, dm)
     logged = quiet_trainer().validate(module, dm, verbose=False)[0]
 

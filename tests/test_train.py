@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from rnnlab.data.vocab import Vocab
-from tests.conftest import TINY_RUN, run_cli
+from rnnlab.train import train
+from tests.conftest import TINY_RUN, compose_train, run_cli
 
 
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
@@ -141,3 +142,30 @@ def test_resume_mistakes_are_one_sentence(trained_run: Path, tmp_path: Path, ove
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     assert re.search(message, result.stderr.strip().splitlines()[-1]), result.stderr[-500:]
+
+
+def test_word_level_adaptive_run_with_a_90_10_split(tiny_corpus: Path, tmp_path: Path):
+    """No test text (data.split's last fraction is 0): the run trains, validates, skips test;
+    the halving schedule leaves lr / 2**epochs."""
+    cfg = compose_train(
+        [
+            f"data.path={tiny_corpus}",
+            "data.level=word",
+            "data.split=[0.9,0.1,0.0]",
+            "data.batch_size=2",
+            "data.seq_len=8",
+            "data.eval_batch_size=2",
+            "model.output=adaptive",
+            "model/scheduler=halving",
+            "model.hidden_size=16",
+            "model.sample_tokens=5",
+            "trainer.max_epochs=2",
+            "logger=csv",
+        ],
+        output_dir=tmp_path,
+    )
+    metrics = train(cfg)
+    assert metrics["test"] == {} and math.isfinite(metrics["val"]["loss"])
+    assert metrics["hparams"]["output"] == "adaptive"
+    checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3 / 4)

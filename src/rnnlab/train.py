@@ -176,7 +176,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     wall_seconds = time.perf_counter() - start
-    if cfg.get("test"):
+    if cfg.get("test") and datamodule.has_split("test"):  # a 90/10 split has no test text
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         trainer.test(
