@@ -165,8 +165,10 @@ class Corpus:
         file = self.files[0]
         length = len(file)
         first = cut_at(file.read, length, int(length * self.split[0]))
-        second = cut_at(file.read, length, int(length * (self.split[0] + self.split[1])))
-        cuts = (0, first, length if self.split[2] == 0 else second, length)
+        second = length  # a test fraction of 0 leaves nothing for test, whatever the rounding
+        if self.split[2]:
+            second = cut_at(file.read, length, int(length * (self.split[0] + self.split[1])))
+        cuts = (0, first, second, length)
         return {name: Span(file, cuts[i], cuts[i + 1]) for i, name in enumerate(SPLITS)}
 
 

@@ -55,7 +55,7 @@ def pieces(chunks: Iterable[str], level: str) -> Iterator[str]:
 
 
 def split_words(piece: str) -> list[str]:
-    """Words of ``piece`` with ``<eos>`` for every ``\n``, a last line not ended left open.
+    """Words of ``piece`` with ``<eos>`` for every ``\\n``, a last line not ended left open.
 
     The same tokens as splitting each line on whitespace and appending ``<eos>``, in
     two C-level passes instead of a Python loop over lines.
