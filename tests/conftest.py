@@ -75,8 +75,9 @@ def compose_train(
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # as in a real run: the task sees its config, Hydra's lives apart
-        if output_dir is not None:
+        if output_dir is not None:  # the run and its token cache stay out of the repository
             cfg.paths.output_dir = str(output_dir)
+            cfg.paths.data_dir = str(output_dir / "data")
     return cfg
 
 

@@ -17,7 +17,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
-def test_own_test_split_reproduces_metrics_json(trained_run: Path, backend: str):
+def test_own_test_split_reproduces_metrics_json(trained_run: Path, backend: str, tmp_path: Path):
     cfg = compose_train(
         [
             f"ckpt_path={best_checkpoint(trained_run)}",
@@ -25,6 +25,7 @@ def test_own_test_split_reproduces_metrics_json(trained_run: Path, backend: str)
             f"data.path={trained_run.parent / 'tiny.txt'}",
             *DATA,
         ],
+        output_dir=tmp_path,
         name="eval",
     )
     result = evaluate(cfg)
@@ -40,6 +41,7 @@ def test_other_corpus_counts_tokens_outside_the_vocabulary(trained_run: Path, tm
     (tmp_path / "test.txt").write_text("the fox Zé\n" * 100)  # Z and é were never seen
     cfg = compose_train(
         [f"ckpt_path={best_checkpoint(trained_run)}", f"data.path={tmp_path}", *DATA],
+        output_dir=tmp_path / "out",
         name="eval",
     )
     result = evaluate(cfg)
