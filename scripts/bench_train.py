@@ -41,15 +41,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from rnnlab import config_dir
+from rnnlab import compose_config
 from rnnlab.data.datamodule import LMDataModule, batchify
 from rnnlab.model import default_cutoffs
 from rnnlab.train import train
@@ -140,8 +137,8 @@ class BatchClock(L.Callback):
         self.report.write_text(json.dumps({"tokens_per_sec": rate}))
 
 
-def rnnlab_config(data: Path, out: Path, overrides: list[str]) -> Any:
-    """The recipe as ``rnnlab-train`` composes it, writing into ``out``."""
+def rnnlab_config(data: Path, workdir: Path, overrides: list[str]) -> Any:
+    """The recipe as ``rnnlab-train`` composes it, writing into a new directory in ``workdir``."""
     recipe = [
         f"data.path={data}",
         "data.level=word",
@@ -161,24 +158,16 @@ def rnnlab_config(data: Path, out: Path, overrides: list[str]) -> Any:
         "test=false",
         "seed=0",
     ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
-        cfg = compose("train", overrides=recipe + overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.paths.output_dir = str(out)
-    return cfg
+    return compose_config("train", recipe + overrides, tempfile.mkdtemp(dir=workdir))
 
 
 def rnnlab(
     data: Path, workdir: Path, backend: str, output: str, batches: int, warmup: int
 ) -> float:
     """Tokens/s of ``rnnlab.train.train`` over ``batches`` batches, after ``warmup``."""
-    out = Path(tempfile.mkdtemp(dir=workdir))
     cfg = rnnlab_config(
         data,
-        out,
+        workdir,
         [
             f"model.backend={backend}",
             f"model.output={output}",
@@ -186,7 +175,7 @@ def rnnlab(
             "trainer.limit_val_batches=1",
         ],
     )
-    report = out / "clock.json"
+    report = Path(cfg.paths.output_dir) / "clock.json"
     with open_dict(cfg):
         cfg.callbacks.bench_clock = {
             "_target_": f"{__name__}.BatchClock",
@@ -199,10 +188,9 @@ def rnnlab(
 
 def val_ppl(data: Path, workdir: Path, output: str, batches: int) -> float:
     """Val perplexity over the whole split after ``batches`` training batches (rnnlab builtin)."""
-    out = Path(tempfile.mkdtemp(dir=workdir))
     cfg = rnnlab_config(
         data,
-        out,
+        workdir,
         [
             f"model.output={output}",
             f"trainer.limit_train_batches={batches}",

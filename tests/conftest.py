@@ -9,12 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from rnnlab import config_dir
+from rnnlab import compose_config, config_dir
 
 CONFIG_DIR = Path(config_dir())
 
@@ -69,14 +66,9 @@ def compose_train(
     overrides: Sequence[str] = (), output_dir: Path | None = None, name: str = "train"
 ) -> DictConfig:
     """A config (train by default) as a Hydra job sees it, with ${hydra:...} resolvable."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # as in a real run: the task sees its config, Hydra's lives apart
-        if output_dir is not None:  # the run and its token cache stay out of the repository
-            cfg.paths.output_dir = str(output_dir)
+    cfg = compose_config(name, overrides, output_dir)
+    if output_dir is not None:  # the run's token cache stays out of the repository too
+        with open_dict(cfg):
             cfg.paths.data_dir = str(output_dir / "data")
     return cfg
 

@@ -75,6 +75,11 @@ BAD_INPUT = {
     "batch_size 0": ({}, ["data.batch_size=0"], "data.batch_size must be at least 1"),
     "hidden_size 0": ({}, ["model.hidden_size=0"], "model.hidden_size must be at least 1"),
     "unknown backend": ({}, ["model.backend=cudnn"], "unknown model.backend 'cudnn'"),
+    "bad cutoffs": (
+        {},
+        ["model.output=adaptive", "model.cutoffs=[50,20]"],
+        r"model.cutoffs must be increasing integers between 1 and \d+",
+    ),
     "unknown level": ({}, ["data.level=byte"], "unknown tokenization level 'byte'"),
     "directory without a train file": (
         {"d/valid.txt": SHORT, "d/test.txt": SHORT},
