@@ -107,7 +107,7 @@ def train_in_child(path: Path, level: str, work: Path, batches: int) -> dict:
     command = [
         sys.executable,
         "-m",
-        "rnnlab.train",
+        "rnnlab.cli.train",
         f"data.path={path}",
         f"data.level={level}",
         f"data.cache_dir={run_dir / 'cache'}",

@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from rnnlab.model import RNNLM
-from rnnlab.rnn import CustomRNN
+from rnnlab.nn.lm import RNNLM, ModelConfig
+from rnnlab.nn.rnn import CustomRNN
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def lm_step(config: Config, variant: str, device: torch.device) -> Callable[[], 
     """A closure running one training step of the language model."""
     backend, bptt = VARIANTS[variant]
     torch.manual_seed(0)
-    model = RNNLM(config.vocab, config.hidden, config.hidden, backend=backend, bptt=bptt).to(device)
+    settings = ModelConfig(hidden_size=config.hidden, backend=backend, bptt=bptt)
+    model = RNNLM(config.vocab, settings).to(device)
     generator = torch.Generator().manual_seed(1)
     shape = (config.batch, config.seq_len)
     tokens = torch.randint(config.vocab, shape, generator=generator).to(device)

@@ -6,7 +6,7 @@ RNN, emsize = nhid = 200, bptt 35, batch 20, SGD lr 20, gradients clipped to nor
 
 - ``plain``: the example's loop, written out below (batchify, get_batch,
   repackage_hidden, one SGD update by hand);
-- ``builtin`` / ``custom``: ``rnnlab.train.train`` on the composed Hydra config, with
+- ``builtin`` / ``custom``: ``rnnlab.cli.train.train`` on the composed Hydra config, with
   everything a user gets (Lightning loop, progress bar, TensorBoard, checkpoints).
 
 Each way is timed from the end of batch ``--warmup`` to the end of the last batch,
@@ -46,10 +46,10 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from rnnlab import compose_config
+from rnnlab.cli.app import compose_config
+from rnnlab.cli.train import train
 from rnnlab.data.datamodule import LMDataModule, batchify
-from rnnlab.model import default_cutoffs
-from rnnlab.train import train
+from rnnlab.nn.lm import default_cutoffs
 
 EMSIZE = NHID = 200
 LAYERS, BPTT, BATCH, LR, CLIP, DROPOUT = 2, 35, 20, 20.0, 0.25, 0.2
@@ -164,7 +164,7 @@ def rnnlab_config(data: Path, workdir: Path, overrides: list[str]) -> Any:
 def rnnlab(
     data: Path, workdir: Path, backend: str, output: str, batches: int, warmup: int
 ) -> float:
-    """Tokens/s of ``rnnlab.train.train`` over ``batches`` batches, after ``warmup``."""
+    """Tokens/s of ``rnnlab.cli.train.train`` over ``batches`` batches, after ``warmup``."""
     cfg = rnnlab_config(
         data,
         workdir,

@@ -1,19 +1,26 @@
-"""Shared fixtures: a small corpus written by the test, Hydra composition, a CLI runner."""
+"""Shared fixtures and helpers: a small corpus, composed configs, the entry points run
+in-process or, where a separate process is what a test is about, as a subprocess."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import pytest
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from rnnlab import compose_config, config_dir
+from rnnlab.cli.app import compose_config, config_dir
+from rnnlab.cli.train import train
 
 CONFIG_DIR = Path(config_dir())
+REPO = Path(__file__).resolve().parents[1]
 
 #: A few hundred lines of varied English so that a tiny model has something to learn.
 TINY_TEXT = "".join(
@@ -27,7 +34,7 @@ TINY_TEXT = "".join(
 )
 
 
-#: A run small enough for a test: a few seconds on 2 cores.
+#: A run small enough for a test: about a second on 2 cores.
 TINY_RUN = (
     "model.hidden_size=32",
     "data.batch_size=4",
@@ -39,27 +46,73 @@ TINY_RUN = (
 )
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run directory of one tiny training through the CLI, shared by the tests that read it."""
-    root = tmp_path_factory.mktemp("trained")
-    (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
-    result = run_cli(
-        "train",
-        f"data.path={root / 'tiny.txt'}",
-        f"hydra.run.dir={root / 'run'}",
-        *TINY_RUN,
-        cwd=root,
+@dataclass(frozen=True)
+class Result:
+    """What an entry point left: its exit status and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+def one_sentence(result: Result | subprocess.CompletedProcess[str]) -> str:
+    """The sentence a user mistake ends in, asserting how it ends: exit status 1, no
+    traceback anywhere, and exactly one ``error: ...`` line, the last on stderr."""
+    code = result.code if isinstance(result, Result) else result.returncode
+    out, err = (
+        (result.out, result.err) if isinstance(result, Result) else (result.stdout, result.stderr)
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "run"
+    assert code == 1, f"exit status {code}: {err[-2000:]}"
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), err[-2000:]
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]]
+    return lines[-1].removeprefix("error: ")
+
+
+def invoke(entry: str, *args: str) -> int:
+    """An entry point run in this process as its console script would run it (argv, Hydra,
+    exit status); returns the exit status."""
+    main = importlib.import_module(f"rnnlab.cli.{entry}").main
+    GlobalHydra.instance().clear()
+    try:
+        if entry == "compare":
+            main(list(args))
+        else:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(sys, "argv", [f"rnnlab-{entry}", *args])
+                main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
 
 
 @pytest.fixture
-def tiny_corpus(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.txt"
-    path.write_text(TINY_TEXT, encoding="utf-8")
-    return path
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """``cli("train", *args)``: :func:`invoke`, with what it printed."""
+
+    def run(entry: str, *args: str) -> Result:
+        capsys.readouterr()
+        code = invoke(entry, *args)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_cli(
+    entry: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m rnnlab.cli.<entry> args`` in a process of its own, in ``cwd``."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"rnnlab.cli.{entry}", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def compose_train(
@@ -73,16 +126,32 @@ def compose_train(
     return cfg
 
 
-def run_cli(
-    module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
-) -> subprocess.CompletedProcess[str]:
-    """``python -m rnnlab.<module> args`` in ``cwd``, as a user would run it."""
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", f"rnnlab.{module}", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+def quiet_trainer(**kwargs: object) -> L.Trainer:
+    """A Trainer that writes and prints nothing, for tests that drive the module directly."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        **kwargs,
     )
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of one tiny training, shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("trained")
+    (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    cfg = compose_train([f"data.path={root / 'tiny.txt'}", *TINY_RUN], output_dir=root / "run")
+    train(cfg)
+    return root / "run"

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.model import RNNLM
-from rnnlab.module import RNNLMModule
-from tests.test_module import quiet_trainer
+from rnnlab.nn.lm import RNNLM, ModelConfig
+from rnnlab.training.module import RNNLMModule
+from tests.conftest import quiet_trainer
 
 
 def test_language_model_trains_identically_on_both_backends(tiny_corpus: Path):
@@ -21,7 +21,7 @@ def test_language_model_trains_identically_on_both_backends(tiny_corpus: Path):
     losses = {}
     for backend in ("builtin", "custom"):
         torch.manual_seed(0)
-        model = RNNLM(len(dm.vocab), hidden_size=64, num_layers=2, backend=backend)
+        model = RNNLM(len(dm.vocab), ModelConfig(hidden_size=64, num_layers=2, backend=backend))
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
         hidden, losses[backend] = None, []
         for step in range(50):

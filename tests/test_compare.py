@@ -13,9 +13,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-import rnnlab.compare
-from rnnlab.compare import CURVES, CompareReport, bar_heights, compare, read_curves
-from tests.conftest import TINY_RUN, TINY_TEXT, run_cli
+import rnnlab.report.sweep
+from rnnlab.report.compare import compare
+from rnnlab.report.plots import CURVES, bar_heights
+from rnnlab.report.runs import read_curves
+from rnnlab.report.sweep import SweepReport
+from tests.conftest import TINY_RUN, TINY_TEXT, invoke, one_sentence, run_cli
 
 PLOTS = ("val_ppl_by_step", "val_ppl_by_time", "train_loss_by_step", "tokens_per_sec")
 REPORT = ("comparison.md", "comparison.csv", "comparison_groups.csv", *(f"{p}.png" for p in PLOTS))
@@ -27,19 +30,25 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compare")
     (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
     small = [o for o in TINY_RUN if not o.startswith("model.hidden_size")]
-    result = run_cli(
+    code = invoke(
         "train",
         "-m",
         "experiment=compare_backends",
         f"data.path={root / 'tiny.txt'}",
         *small,
+        "trainer.limit_train_batches=10",
         "model.hidden_size=16,32",
         "seed=7",
         f"hydra.sweep.dir={root / 'sweep'}",
-        cwd=root,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert code == 0
     return root / "sweep"
+
+
+def numbered(sweep: Path, num: int) -> Path:
+    """Job ``num`` of a sweep: its directory is named ``<num>_<what it varies>``."""
+    (found,) = sweep.glob(f"{num}_*")
+    return found
 
 
 def metrics_of(job: Path) -> dict:
@@ -158,11 +167,11 @@ def test_runs_without_tensorboard_scalars_are_named_not_drawn(
     sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     copy = copy_sweep(sweep, tmp_path / "sweep")
-    shutil.rmtree(copy / "1" / "tensorboard")  # as logger=csv leaves it
+    shutil.rmtree(numbered(copy, 1) / "tensorboard")  # as logger=csv leaves it
     report = compare([copy])
     assert report["lines"] == {name: 3 for name, *_ in CURVES}
     (line,) = [x for x in capsys.readouterr().out.splitlines() if "no TensorBoard scalars" in x]
-    assert line.endswith(": 1")
+    assert line.endswith(": " + numbered(copy, 1).name)
 
 
 def test_curves_come_from_the_tensorboard_events(sweep: Path):
@@ -178,13 +187,16 @@ def test_curves_come_from_the_tensorboard_events(sweep: Path):
 def test_running_and_failed_runs_are_reported_and_skipped(sweep: Path, tmp_path: Path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
-    (copy / "3" / "metrics.json").unlink()  # still going (or killed)
-    (copy / "1" / "metrics.json").unlink()
-    (copy / "1" / "error.txt").write_text("model.hidden_size must be at least 1, got 0.\n")
+    names = [numbered(copy, i).name for i in range(4)]
+    (copy / names[3] / "metrics.json").unlink()  # still going (or killed)
+    (copy / names[1] / "metrics.json").unlink()
+    (copy / names[1] / "error.txt").write_text("model.hidden_size must be at least 1, got 0.\n")
     report = compare([copy])
-    statuses = {row["run"]: row["status"] for row in report["runs"]}
-    assert statuses == {"0": "done", "1": "failed", "2": "done", "3": "running or killed"}
-    failed = next(row for row in report["runs"] if row["run"] == "1")
+    statuses = [(row["run"], row["status"]) for row in report["runs"]]
+    assert statuses == list(
+        zip(names, ["done", "failed", "done", "running or killed"], strict=True)
+    )
+    failed = next(row for row in report["runs"] if row["run"] == names[1])
     assert failed["error"] == "model.hidden_size must be at least 1, got 0."
     assert failed.get("val_ppl") is None and failed["hidden_size"] == 32  # from its config.yaml
     (group,) = report["groups"]  # hidden 32 has no finished run left
@@ -193,10 +205,10 @@ def test_running_and_failed_runs_are_reported_and_skipped(sweep: Path, tmp_path:
         assert (copy / f"{name}.png").is_file()
 
 
-def test_run_directories_given_one_by_one(sweep: Path, tmp_path: Path):
+def test_run_directories_given_one_by_one_to_its_own_process(sweep: Path, tmp_path: Path):
     runs = [tmp_path / "builtin", tmp_path / "custom"]
-    shutil.copytree(sweep / "0", runs[0])
-    shutil.copytree(sweep / "2", runs[1])
+    shutil.copytree(numbered(sweep, 0), runs[0])
+    shutil.copytree(numbered(sweep, 2), runs[1])
     result = run_cli("compare", *map(str, runs), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "custom vs builtin" in result.stdout
@@ -205,15 +217,12 @@ def test_run_directories_given_one_by_one(sweep: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])
-def test_a_path_without_runs_is_one_sentence(tmp_path: Path, make: str):
+def test_a_path_without_runs_is_one_sentence(cli, tmp_path: Path, make: str):
     target = tmp_path / make
     if make == "empty":
         target.mkdir()
-    result = run_cli("compare", str(target), cwd=tmp_path)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: ") and str(target) in line
+    result = cli("compare", str(target))
+    assert str(target) in one_sentence(result) and len(result.err.strip().splitlines()) == 1
 
 
 def test_groups_differ_in_any_setting_but_seed_backend_and_where_files_go(
@@ -252,21 +261,21 @@ def test_nan_and_inf_are_left_out_of_means_and_ratios(sweep: Path, tmp_path: Pat
     assert math.isnan(rows["4"]["val_ppl"]) and rows["5"]["val_ppl"] == math.inf
 
 
-def test_unreadable_runs_are_listed_with_a_reason(sweep: Path, tmp_path: Path):
+def test_unreadable_runs_are_listed_with_a_reason(cli, sweep: Path, tmp_path: Path):
     runs = tmp_path / "runs"
-    shutil.copytree(sweep / "0", runs / "good")
-    shutil.copytree(sweep / "0", runs / "empty")
+    shutil.copytree(numbered(sweep, 0), runs / "good")
+    shutil.copytree(numbered(sweep, 0), runs / "empty")
     (runs / "empty/metrics.json").write_text("")
-    shutil.copytree(sweep / "0", runs / "half")
+    shutil.copytree(numbered(sweep, 0), runs / "half")
     text = (runs / "half/metrics.json").read_text()
     (runs / "half/metrics.json").write_text(text[: len(text) // 2])
     (runs / "eval/.hydra").mkdir(parents=True)  # what rnnlab-eval leaves
     (runs / "eval/metrics.json").write_text('{"split": "test", "loss": 1.5, "ppl": 4.48}\n')
     (runs / "other").mkdir()
     (runs / "other/config.yaml").write_text("lr: 0.1\n")
-    result = run_cli("compare", str(runs), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "Traceback" not in result.stdout + result.stderr
+    result = cli("compare", str(runs))
+    assert result.code == 0, result.err[-2000:]
+    assert "Traceback" not in result.out + result.err
     rows = {row["run"]: row for row in read_csv(runs / "comparison.csv")}
     assert {name: row["status"] for name, row in rows.items()} == {
         "good": "done",
@@ -277,36 +286,36 @@ def test_unreadable_runs_are_listed_with_a_reason(sweep: Path, tmp_path: Path):
     assert rows["eval"]["error"].startswith("metrics.json has no 'hparams'")
     assert rows["other"]["error"] == "config.yaml is not an rnnlab-train config (it has no 'model')"
     assert rows["half"]["hidden_size"] == "16"  # its config.yaml was read
-    assert "run other is unreadable: config.yaml" in result.stdout
+    assert "run other is unreadable: config.yaml" in result.out
 
 
-def test_out_pointing_at_a_file_is_one_sentence(sweep: Path, tmp_path: Path):
+def test_out_pointing_at_a_file_is_one_sentence(cli, sweep: Path, tmp_path: Path):
     target = tmp_path / "report.md"
     target.write_text("")
-    result = run_cli("compare", str(sweep), "--out", str(target), cwd=tmp_path)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: --out ") and str(target) in line
+    sentence = one_sentence(cli("compare", str(sweep), "--out", str(target)))
+    assert sentence.startswith("--out ") and str(target) in sentence
 
 
 def test_two_sweeps_together_name_runs_by_path_and_count_each_once(sweep: Path, tmp_path: Path):
     a, b = copy_sweep(sweep, tmp_path / "a"), copy_sweep(sweep, tmp_path / "b")
-    report = compare([a, b, a / "0", b / ".." / "b" / "1"])  # named twice: read once
+    first, second = numbered(a, 0).name, numbered(b, 1).name
+    report = compare([a, b, a / first, b / ".." / "b" / second])  # named twice: read once
     assert report["out_dir"] == tmp_path
-    assert [row["run"] for row in report["runs"]] == [f"{s}/{j}" for s in "ab" for j in "0123"]
+    names = [numbered(sweep, j).name for j in range(4)]
+    assert [row["run"] for row in report["runs"]] == [f"{s}/{name}" for s in "ab" for name in names]
     assert [(g["builtin_runs"], g["custom_runs"]) for g in report["groups"]] == [(2, 2), (2, 2)]
 
 
 def test_a_crashed_job_leaves_the_report_of_the_sweep(sweep: Path, tmp_path: Path):
     copy = copy_sweep(sweep, tmp_path / "sweep")
-    (copy / "3/metrics.json").unlink()  # Hydra's sweeper re-raises: no on_multirun_end
+    last = numbered(copy, 3)
+    (last / "metrics.json").unlink()  # Hydra's sweeper re-raises: no on_multirun_end
     crashed = JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("boom\nstack"))
-    CompareReport().on_job_end(multirun_config(copy, copy / "3"), crashed)
-    for name in REPORT:
+    SweepReport(compare=True).on_job_end(multirun_config(copy, last), crashed)
+    for name in (*REPORT, "summary.csv", "summary.md"):
         assert (copy / name).is_file(), name
     rows = {row["run"]: row for row in read_csv(copy / "comparison.csv")}
-    assert (rows["3"]["status"], rows["3"]["error"]) == ("failed", "RuntimeError: boom")
+    assert (rows[last.name]["status"], rows[last.name]["error"]) == ("failed", "RuntimeError: boom")
 
 
 def test_a_report_that_cannot_be_written_never_fails_the_job(
@@ -315,8 +324,8 @@ def test_a_report_that_cannot_be_written_never_fails_the_job(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(rnnlab.compare, "compare", broken)
+    monkeypatch.setattr(rnnlab.report.sweep, "compare", broken)
     done = JobReturn(status=JobStatus.COMPLETED, _return_value=1.0)
-    CompareReport().on_job_end(multirun_config(sweep, sweep / "0"), done)
+    SweepReport(compare=True).on_job_end(multirun_config(sweep, numbered(sweep, 0)), done)
     out = capsys.readouterr().out
-    assert "comparison report not written: OSError: No space left on device" in out
+    assert "sweep report not written: OSError: No space left on device" in out

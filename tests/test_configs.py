@@ -1,5 +1,6 @@
 """Every config composes; every experiment and debug preset builds its data, model and trainer."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -8,9 +9,11 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from rnnlab.cli.app import instantiate_all
+from rnnlab.cli.train import train
 from rnnlab.data.vocab import Vocab
-from rnnlab.module import RNNLMModule
-from rnnlab.train import instantiate_all, train
+from rnnlab.nn.lm import ModelConfig
+from rnnlab.training.module import RNNLMModule
 from tests.conftest import CONFIG_DIR, TINY_RUN, compose_train
 
 
@@ -21,7 +24,8 @@ def group_options(group: str) -> list[str]:
 GROUP_OVERRIDES = [
     f"{group}={option}"
     for group in (
-        *("data", "model", "model/scheduler", "trainer", "logger", "callbacks", "paths"),
+        *("data", "model", "model/scheduler", "trainer", "logger", "callbacks", "checkpoint"),
+        "paths",
         *("experiment", "debug"),
     )
     for option in group_options(group)
@@ -59,7 +63,7 @@ def test_presets_instantiate_data_model_trainer(override: str, tmp_path: Path):
 
 def test_train_defaults_are_the_main_job(tmp_path: Path):
     cfg = compose_train(output_dir=tmp_path)
-    assert (cfg.data.source, cfg.data.level, cfg.model.backend) == ("default", "char", "builtin")
+    assert (cfg.data.source, cfg.data.level, cfg.model.backend) == ("embedded", "char", "builtin")
     assert cfg.trainer.use_distributed_sampler is False
     assert HydraConfig.get().run.dir.startswith("logs/train/runs/")
     assert HydraConfig.get().sweep.dir.startswith("logs/train/multiruns/")
@@ -69,7 +73,7 @@ def test_train_defaults_are_the_main_job(tmp_path: Path):
     "override",
     [f"debug={o}" for o in group_options("debug")]
     + [f"logger={o}" for o in group_options("logger")]
-    + ["callbacks=none", "model.scheduler=null"],
+    + ["callbacks=none", "checkpoint=none", "model.scheduler=null"],
 )
 def test_presets_train_a_tiny_run(override: str, tiny_corpus: Path, tmp_path: Path):
     """Composing is not enough: each preset runs train() to the end on a tiny corpus."""
@@ -88,3 +92,24 @@ def test_presets_train_a_tiny_run(override: str, tiny_corpus: Path, tmp_path: Pa
     metrics = train(cfg)
     assert (tmp_path / "metrics.json").is_file()
     assert math.isfinite(metrics["test"]["loss"])
+
+
+def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_path: Path):
+    """ModelConfig is the one place a model setting is written: every field is a key of
+    the model group with the dataclass's default, and a preset's values reach it."""
+    model = compose_train(output_dir=tmp_path).model
+    assert ModelConfig.from_settings(model) == ModelConfig()
+    for field in dataclasses.fields(ModelConfig):
+        assert field.name in model, field.name
+    preset = compose_train(["experiment=wikitext2_word"], output_dir=tmp_path).model
+    assert ModelConfig.from_settings(preset) == ModelConfig(
+        output="adaptive", hidden_size=512, embedding_dim=400, dropout=0.4
+    )
+
+
+def test_the_checkpoint_directory_is_named_once(tmp_path: Path):
+    cfg = compose_train(output_dir=tmp_path)
+    assert cfg.paths.ckpt_dir == f"{tmp_path}/checkpoints"
+    assert cfg.checkpoint.dirpath == cfg.paths.ckpt_dir
+    lines = [line for p in CONFIG_DIR.rglob("*.yaml") for line in p.read_text().splitlines()]
+    assert sum("/checkpoints" in line.split("#")[0] for line in lines) == 1

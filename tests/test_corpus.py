@@ -4,13 +4,13 @@ from pathlib import Path
 import pytest
 
 from rnnlab.data import corpus
-from rnnlab.data.corpus import Remote, default_text, load_splits
+from rnnlab.data.corpus import Remote, embedded_text, load_splits
 from rnnlab.data.textfile import TextFile
 from rnnlab.errors import UserError
 
 
 def test_default_corpus_is_real_text_of_size():
-    text = default_text()
+    text = embedded_text()
     assert len(text.encode("utf-8")) > 400_000
     assert 'The "assert" statement' in text
 

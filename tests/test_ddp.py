@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch.distributed
 
-from tests.conftest import TINY_RUN, TINY_TEXT, run_cli
+from rnnlab.cli.evaluate import evaluate
+from tests.conftest import TINY_RUN, TINY_TEXT, compose_train, run_cli
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="needs torch.distributed (gloo)"
@@ -46,15 +47,6 @@ def test_ddp_trains_validates_and_matches_a_single_process_evaluation(tmp_path: 
     # the val loss DDP logged (reduced over both ranks) is what one process measures with
     # the same checkpoint on 2 x 4 rows
     (best,) = run.glob("checkpoints/best-*.ckpt")
-    evaluated = run_cli(
-        "evaluate",
-        f"ckpt_path={best}",
-        *data,
-        "data.batch_size=8",
-        "split=val",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-        cwd=tmp_path,
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    single = json.loads((tmp_path / "eval/metrics.json").read_text())
+    overrides = [f"ckpt_path={best}", *data, "data.batch_size=8", "split=val"]
+    single = evaluate(compose_train(overrides, output_dir=tmp_path / "eval", name="eval"))
     assert single["loss"] == pytest.approx(metrics["best_val"]["loss"], rel=1e-6)

@@ -1,12 +1,14 @@
 """rnnlab-eval: a checkpoint's numbers on any corpus, with its own vocabulary."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
-from rnnlab.evaluate import evaluate
-from tests.conftest import TINY_RUN, TINY_TEXT, compose_train, run_cli
+from rnnlab.cli.evaluate import evaluate
+from tests.conftest import TINY_RUN, TINY_TEXT, compose_train, one_sentence, run_cli
 
 DATA = [o for o in TINY_RUN if o.startswith("data.")]
 
@@ -49,7 +51,7 @@ def test_other_corpus_counts_tokens_outside_the_vocabulary(trained_run: Path, tm
     assert result["ppl"] > 1
 
 
-def test_cli_writes_metrics_json(trained_run: Path, tmp_path: Path):
+def test_eval_as_its_own_process_writes_metrics_json(trained_run: Path, tmp_path: Path):
     args = [
         f"ckpt_path={trained_run / 'checkpoints/last.ckpt'}",
         "split=val",
@@ -60,3 +62,20 @@ def test_cli_writes_metrics_json(trained_run: Path, tmp_path: Path):
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads((tmp_path / "run/metrics.json").read_text())
     assert written["split"] == "val" and written["bpc"] > 0 and "unknown_tokens" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["split=train"], "split='train' is not a choice; use one of: val, test"),
+        (["device=tpu"], "device='tpu' is not a choice; use one of: cpu, gpu, auto"),
+        (["data.batch_size=0"], "data.batch_size must be at least 1, got 0"),
+        (["device=gpu"], "device=gpu but this machine has no GPU; use device=cpu"),
+    ],
+)
+def test_mistakes_are_one_sentence(cli, trained_run: Path, tmp_path: Path, overrides, message):
+    if overrides == ["device=gpu"] and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    args = [f"ckpt_path={trained_run / 'checkpoints/last.ckpt'}", *overrides]
+    sentence = one_sentence(cli("evaluate", *args, f"hydra.run.dir={tmp_path / 'run'}"))
+    assert re.search(message, sentence), sentence

@@ -13,10 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
 )
 
+from rnnlab.cli.train import train
 from rnnlab.data.vocab import Vocab
-from rnnlab.gradients import GradientMonitor
-from rnnlab.module import RNNLMModule
-from rnnlab.train import train
+from rnnlab.training.callbacks.gradients import GradientMonitor
+from rnnlab.training.module import RNNLMModule
 from tests.conftest import TINY_RUN, TINY_TEXT, compose_train
 
 

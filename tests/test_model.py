@@ -5,8 +5,8 @@ import torch
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
-from rnnlab.model import RNNLM, default_cutoffs
-from rnnlab.rnn import CustomRNN
+from rnnlab.nn.lm import RNNLM, ModelConfig, default_cutoffs
+from rnnlab.nn.rnn import CustomRNN
 
 
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
@@ -16,7 +16,7 @@ def test_apple_to_pple(backend: str):
     vocab = Vocab.build("apple!", "char")
     inputs = torch.tensor(vocab.encode("apple")).unsqueeze(0)
     targets = torch.tensor(vocab.encode("pple!")).unsqueeze(0)
-    model = RNNLM(len(vocab), hidden_size=16, backend=backend)
+    model = RNNLM(len(vocab), ModelConfig(hidden_size=16, backend=backend))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     predictions = []
     for _ in range(200):
@@ -35,7 +35,7 @@ def test_apple_to_pple(backend: str):
 
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
 def test_shapes_and_core(backend: str):
-    model = RNNLM(11, embedding_dim=6, hidden_size=8, num_layers=2, backend=backend)
+    model = RNNLM(11, ModelConfig(embedding_dim=6, hidden_size=8, num_layers=2, backend=backend))
     logits, hidden = model(torch.randint(0, 11, (3, 5)))
     assert logits.shape == (3, 5, 11) and hidden.shape == (2, 3, 8)
     core = torch.nn.RNN if backend == "builtin" else CustomRNN
@@ -43,7 +43,7 @@ def test_shapes_and_core(backend: str):
 
 
 def test_tied_weights_share_storage():
-    model = RNNLM(11, hidden_size=8, tie_weights=True)
+    model = RNNLM(11, ModelConfig(hidden_size=8, tie_weights=True))
     assert model.decoder.weight is model.embedding.weight
 
 
@@ -63,7 +63,7 @@ def test_tied_weights_share_storage():
 )
 def test_impossible_settings(kwargs: dict, message: str):
     with pytest.raises(UserError, match=message):
-        RNNLM(11, **kwargs)
+        RNNLM(11, ModelConfig(**kwargs))
 
 
 @pytest.mark.parametrize("tie_weights", [False, True])
@@ -71,7 +71,7 @@ def test_initial_loss_is_near_uniform(tie_weights: bool):
     """A fresh model knows nothing: its loss starts within 0.05 nats of ln(V)."""
     torch.manual_seed(0)
     vocab_size = 1000
-    model = RNNLM(vocab_size, hidden_size=256, tie_weights=tie_weights)
+    model = RNNLM(vocab_size, ModelConfig(hidden_size=256, tie_weights=tie_weights))
     tokens = torch.randint(0, vocab_size, (8, 32))
     logits, _ = model(tokens)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), tokens.reshape(-1))
@@ -88,9 +88,10 @@ def test_default_cutoffs(vocab_size: int, cutoffs: list[int]):
 
 def adaptive_model(backend: str = "builtin") -> RNNLM:
     torch.manual_seed(0)
-    return RNNLM(
-        50, hidden_size=32, num_layers=2, backend=backend, output="adaptive", cutoffs=[5, 20]
-    ).double()
+    config = ModelConfig(
+        hidden_size=32, num_layers=2, backend=backend, output="adaptive", cutoffs=(5, 20)
+    )
+    return RNNLM(50, config).double()
 
 
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
@@ -116,7 +117,7 @@ def test_adaptive_log_probs_are_a_distribution_and_the_loss_reads_them(backend: 
 
 def test_full_softmax_loss_is_cross_entropy_of_the_logits():
     torch.manual_seed(0)
-    model = RNNLM(30, hidden_size=8).double()
+    model = RNNLM(30, ModelConfig(hidden_size=8)).double()
     tokens, targets = torch.randint(0, 30, (2, 5)), torch.randint(0, 30, (2, 5))
     logits, _ = model(tokens)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 30), targets.reshape(-1))
@@ -138,4 +139,4 @@ def test_full_softmax_loss_is_cross_entropy_of_the_logits():
 def test_impossible_adaptive_settings(kwargs: dict, message: str):
     settings = {"output": "adaptive", **kwargs}
     with pytest.raises(UserError, match=message):
-        RNNLM(11, hidden_size=8, **settings)
+        RNNLM(11, ModelConfig(hidden_size=8, **settings))

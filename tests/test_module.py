@@ -3,26 +3,15 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.module import RNNLMModule
-
-
-def quiet_trainer(**kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        **kwargs,
-    )
+from rnnlab.training.callbacks.throughput import Throughput
+from rnnlab.training.checkpoint import RandomStateCheckpoint
+from rnnlab.training.module import RNNLMModule
+from tests.conftest import quiet_trainer
 
 
 def make(tiny_corpus: Path, output: str = "softmax", **data) -> tuple[LMDataModule, RNNLMModule]:
@@ -91,13 +80,26 @@ def test_sample_is_deterministic_and_leaves_global_rng_alone(tiny_corpus: Path):
 
 
 def test_testing_a_checkpoint_keeps_the_runs_own_counters(tiny_corpus: Path):
-    """trainer.test(ckpt_path=best) loads an older checkpoint: it must not rewind the run."""
+    """trainer.test(ckpt_path=best) loads an older checkpoint: it must not rewind the run.
+
+    Every owner of rnnlab's state in a checkpoint (the module, the throughput counter, the
+    RNG states) restores it only when fitting.
+    """
     _, module = make(tiny_corpus, batch_size=4, seq_len=10)
-    module.train_tokens, module.losses = 999, {"val": 1.5, "best_val": 1.2}
+    throughput, rng = Throughput(), RandomStateCheckpoint()
+    module.losses, throughput.tokens = {"val": 1.5, "best_val": 1.2}, 999
     saved = {"rnnlab": {"train_tokens": 10, "losses": {"val": 3.0}, "train_seconds": 1.0}}
-    module._trainer = SimpleNamespace(state=SimpleNamespace(fn="test"))
-    module.on_load_checkpoint(saved)
-    assert (module.train_tokens, module.losses["val"]) == (999, 1.5)
-    module._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
-    module.on_load_checkpoint({**saved, "rnnlab": {**saved["rnnlab"], "rng": None}})
-    assert (module.train_tokens, module.losses) == (10, {"val": 3.0})
+    saved["rnnlab"]["rng"] = {"torch": torch.get_rng_state()}
+
+    def load(fn: str) -> None:
+        trainer = SimpleNamespace(state=SimpleNamespace(fn=fn))
+        module._trainer = trainer
+        module.on_load_checkpoint(saved)
+        throughput.on_load_checkpoint(trainer, module, saved)
+        rng.on_load_checkpoint(trainer, module, saved)
+
+    load("test")
+    assert (throughput.tokens, module.losses["val"], rng._restored) == (999, 1.5, None)
+    load("fit")
+    assert (throughput.tokens, throughput.seconds, module.losses) == (10, 1.0, {"val": 3.0})
+    assert rng._restored is saved["rnnlab"]["rng"]

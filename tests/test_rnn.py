@@ -1,4 +1,4 @@
-"""Correctness of rnnlab.rnn.CustomRNN against torch.nn.RNN and a NumPy reference."""
+"""Correctness of rnnlab.nn.rnn.CustomRNN against torch.nn.RNN and a NumPy reference."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from rnnlab.rnn import CustomRNN, ElmanBPTT
+from rnnlab.nn.rnn import CustomRNN, ElmanBPTT
 
 F64 = torch.float64
 TOL = 1e-10

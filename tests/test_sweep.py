@@ -3,7 +3,6 @@
 import csv
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,17 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from rnnlab.runs import holds_runs
-from rnnlab.sweep import SweepSummary
-from tests.conftest import CONFIG_DIR, TINY_RUN, run_cli
+from rnnlab.cli.app import job_dir
+from rnnlab.report.runs import holds_runs
+from rnnlab.report.sweep import SweepReport
+from tests.conftest import CONFIG_DIR, TINY_RUN
 
 SMALL = [o for o in TINY_RUN if not o.startswith("model.hidden_size")]
 
 
-def test_sweep_summary_lists_every_job_with_failures(tiny_corpus: Path, tmp_path: Path):
+def test_sweep_summary_lists_every_job_with_failures(cli, tiny_corpus: Path, tmp_path: Path):
     sweep = tmp_path / "sweep"
-    result = run_cli(
+    result = cli(
         "train",
         "-m",
         f"data.path={tiny_corpus}",
@@ -31,11 +31,13 @@ def test_sweep_summary_lists_every_job_with_failures(tiny_corpus: Path, tmp_path
         "model.hidden_size=0,16",
         "trainer.max_epochs=1",
         f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.code == 0, result.err[-2000:]
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
-    assert [(r["run"], r["status"]) for r in rows] == [("0", "failed"), ("1", "done")]
+    # each job (and its TensorBoard run) is named by what it varies, not by its number alone
+    names = ["0_model.hidden_size=0", "1_model.hidden_size=16"]
+    assert [(r["run"], r["status"]) for r in rows] == [(names[0], "failed"), (names[1], "done")]
+    assert (sweep / names[1] / "tensorboard").is_dir()
     assert rows[0]["error"] == "model.hidden_size must be at least 1, got 0."
     assert "model.hidden_size=0" in rows[0]["overrides"]
     assert rows[1]["hidden_size"] == "16" and math.isfinite(float(rows[1]["best_val_ppl"]))
@@ -56,7 +58,7 @@ def test_a_crashed_job_gets_its_one_line_error(tmp_path: Path):
         }
     )
     failed = JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("boom\nstack"))
-    SweepSummary().on_job_end(config, failed)
+    SweepReport().on_job_end(config, failed)
     assert (job_dir / "error.txt").read_text() == "RuntimeError: boom"
     (row,) = csv.DictReader((tmp_path / "summary.csv").open())
     assert row["status"] == "failed" and row["overrides"] == "model.hidden_size=8"
@@ -66,19 +68,21 @@ def test_a_sweep_dir_without_runs_gets_no_summary(tmp_path: Path):
     (tmp_path / "notes").mkdir()  # a directory, but no job's
     assert not holds_runs(tmp_path)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    SweepSummary().on_multirun_end(config)
+    SweepReport().on_multirun_end(config)
     assert not (tmp_path / "summary.csv").exists()
     (tmp_path / "0/.hydra").mkdir(parents=True)
     assert holds_runs(tmp_path)
 
 
-def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Path, tmp_path: Path):
+def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(
+    cli, tiny_corpus: Path, tmp_path: Path
+):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     optuna = pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
 
-    def search(n_trials: int, sweep: Path, seed: int) -> subprocess.CompletedProcess[str]:
-        return run_cli(
+    def search(n_trials: int, sweep: Path, seed: int):
+        return cli(
             "train",
             "-m",
             "hparams_search=optuna",
@@ -92,11 +96,10 @@ def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Pa
             f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=tiny",
             f"hydra.sweep.dir={sweep}",
-            cwd=tmp_path,
         )
 
     result = search(3, tmp_path / "first", seed=1)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.code == 0, result.err[-3000:]
     rows = list(csv.DictReader((tmp_path / "first/summary.csv").open()))
     assert [r["status"] for r in rows] == ["done"] * 3
     assert {r["hidden_size"] for r in rows} <= {"8", "16"}
@@ -106,7 +109,7 @@ def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Pa
 
     # the same study goes on from the database, with a new seed so as not to repeat trial 0
     result = search(1, tmp_path / "second", seed=2)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.code == 0, result.err[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert len(study.trials) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
@@ -117,11 +120,12 @@ def test_optuna_search_runs_trials_and_keeps_its_study_in_sqlite(tiny_corpus: Pa
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_with_one_thread_each(
-    tiny_corpus: Path, tmp_path: Path
+    cli, tiny_corpus: Path, tmp_path: Path
 ):
+    """The jobs run in joblib's worker processes, each with one torch thread."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
-    result = run_cli(
+    result = cli(
         "train",
         "-m",
         "launcher=joblib",
@@ -131,13 +135,12 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_one_thread_each(
         "trainer.max_epochs=1",
         "model.hidden_size=8,16",
         f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.code == 0, result.err[-3000:]
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [(r["hidden_size"], r["status"]) for r in rows] == [("8", "done"), ("16", "done")]
-    for job in ("0", "1"):
-        assert json.loads((sweep / job / "metrics.json").read_text())["torch_threads"] == 1
+    for row in rows:
+        assert json.loads((sweep / row["run"] / "metrics.json").read_text())["torch_threads"] == 1
 
 
 def test_slurm_launcher_asks_for_one_task_per_device(tmp_path: Path):
@@ -152,3 +155,20 @@ def test_slurm_launcher_asks_for_one_task_per_device(tmp_path: Path):
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["nodes"]) == (4, 4, 2)
+
+
+@pytest.mark.parametrize(
+    ("num", "overrides", "name"),
+    [
+        (
+            3,
+            "model.backend=custom,model.hidden_size=128",
+            "3_model.backend=custom,model.hidden_size=128",
+        ),
+        (0, "", "0"),
+        (1, "prompt=a/b", "1_prompt=a_b"),
+        (12, "x=" + "9" * 300, "12_x=" + "9" * 145 + "..."),
+    ],
+)
+def test_a_jobs_directory_is_its_number_and_overrides(num: int, overrides: str, name: str):
+    assert job_dir(num, overrides) == name

@@ -1,68 +1,64 @@
 """User mistakes: one clear sentence and a non-zero exit, never a stack trace.
 
 Code anywhere in rnnlab raises :class:`UserError` for input a user can fix (a bad
-path, an impossible size). The Hydra entry points wrap their task function in
-:func:`exit_on_user_error`, which prints that sentence and exits with status 1.
-Anything else is a bug and keeps its traceback.
+path, an impossible size); the checks below phrase the usual ones alike. The entry
+points (:mod:`rnnlab.cli.app`) print that sentence and exit with status 1. Anything
+else is a bug and keeps its traceback. This module imports nothing, so every layer,
+the copyable :mod:`rnnlab.nn` included, can raise it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import sys
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-
-F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class UserError(ValueError):
     """A mistake in the user's input; its message says what is wrong and what to do."""
 
 
-def find_user_error(exc: BaseException) -> UserError | None:
-    """The UserError behind ``exc``, if any (Hydra's instantiate wraps exceptions)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, UserError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+def check_choice(name: str, value: T, choices: Sequence[T]) -> T:
+    """``value`` if it is one of ``choices``, else a sentence listing them."""
+    if value not in choices:
+        raise UserError(f"unknown {name} {value!r}; use one of: {', '.join(map(str, choices))}.")
+    return value
 
 
-def in_multirun() -> bool:
-    """Whether this Hydra job is one of a sweep's (where one bad job must not end the rest)."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is a whole number of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{name} must be a whole number, got {value!r}.")
+    if value < minimum:
+        raise UserError(f"{name} must be at least {minimum}, got {value}.")
+    return value
 
 
-def exit_on_user_error(fn: F) -> F:
-    """Run ``fn``; turn a UserError (however wrapped) into one line on stderr and exit 1.
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> float:
+    """``value`` if it is a number within the bounds given (``open_*``: the bound excluded)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise UserError(f"{name} must be a number, got {value!r}.")
+    too_low = low is not None and (value <= low if open_low else value < low)
+    too_high = high is not None and (value >= high if open_high else value > high)
+    if too_low or too_high:
+        raise UserError(f"{name} must be {_bounds(low, high, open_low, open_high)}, got {value}.")
+    return value
 
-    In a sweep the job instead writes the sentence to its ``error.txt`` (for the
-    sweep summary) and returns ``inf``, the worst value a sweeper can see, and the
-    sweep goes on.
-    """
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            user_error = find_user_error(exc)
-            if user_error is None:
-                raise
-            print(f"error: {user_error}", file=sys.stderr)
-            if in_multirun():
-                job_dir = Path(HydraConfig.get().runtime.output_dir)
-                (job_dir / "error.txt").write_text(f"{user_error}\n")
-                return math.inf
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
+def _bounds(low: float | None, high: float | None, open_low: bool, open_high: bool) -> str:
+    """``above 0``, ``at most 1``, ``in [0, 1)``: the allowed range in words."""
+    if low is not None and high is not None:
+        return f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    if low is not None:
+        return f"{'above' if open_low else 'at least'} {low}"
+    return f"{'below' if open_high else 'at most'} {high}"

@@ -1,4 +1,4 @@
-"""Where text comes from: the embedded default, a local file or directory, or a named preset.
+"""Where text comes from: the embedded corpus, a local file or directory, or a named preset.
 
 Every source ends as three spans of text, ``train``, ``val`` and ``test``, read in
 chunks (:mod:`rnnlab.data.textfile`), never whole:
@@ -8,9 +8,9 @@ chunks (:mod:`rnnlab.data.textfile`), never whole:
 - a preset (``shakespeare_char``, ``wikitext2``, ``ptb``) is downloaded once into
   ``data_dir`` from its canonical public address and checked by SHA-256.
 
-The embedded default is the English documentation that CPython ships in
+The embedded corpus is the English documentation that CPython ships in
 ``pydoc_data.topics`` (about 465 KB): real text, present on every machine with
-Python, so the default run works offline.
+Python, so the default run works offline (``source="embedded"``).
 """
 
 from __future__ import annotations
@@ -89,10 +89,10 @@ PRESETS: dict[str, tuple[Remote, ...]] = {
         ),
     ),
 }
-SOURCES = ("default", *PRESETS)
+SOURCES = ("embedded", *PRESETS)
 
 
-def default_text() -> str:
+def embedded_text() -> str:
     """The embedded corpus: CPython's pydoc topics, in a fixed order."""
     from pydoc_data.topics import topics
 
@@ -207,7 +207,7 @@ def fetch(preset: str, data_dir: Path) -> Path:
 
 
 def open_corpus(
-    source: str = "default",
+    source: str = "embedded",
     path: str | Path | None = None,
     split: Sequence[float] = (0.9, 0.05, 0.05),
     data_dir: str | Path = "data",
@@ -222,7 +222,7 @@ def open_corpus(
     if path is None and source in PRESETS:
         path = fetch(source, Path(data_dir))
     if path is None:
-        return Corpus((TextFile.from_text(default_text(), "the embedded corpus"),), fractions)
+        return Corpus((TextFile.from_text(embedded_text(), "the embedded corpus"),), fractions)
     path = Path(path).expanduser()
     if path.is_dir():
         return Corpus(split_files(path), fractions)
@@ -232,7 +232,7 @@ def open_corpus(
 
 
 def load_splits(
-    source: str = "default",
+    source: str = "embedded",
     path: str | Path | None = None,
     split: Sequence[float] = (0.9, 0.05, 0.05),
     data_dir: str | Path = "data",

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from rnnlab.data.cache import Recipe, load_tokens
 from rnnlab.data.corpus import PRESETS, check_split, fetch, open_corpus
 from rnnlab.data.vocab import Vocab, check_level
-from rnnlab.errors import UserError
+from rnnlab.errors import UserError, check_int
 
 
 def batchify(ids: np.ndarray, rows: int) -> np.ndarray:
@@ -86,7 +86,7 @@ class LMDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        source: str = "default",
+        source: str = "embedded",
         path: str | None = None,
         level: str = "char",
         batch_size: int = 32,
@@ -100,11 +100,10 @@ class LMDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-            if value < 1:
-                raise UserError(f"data.{name} must be at least 1, got {value}.")
-        if eval_batch_size is not None and eval_batch_size < 1:
-            raise UserError(f"data.eval_batch_size must be at least 1, got {eval_batch_size}.")
+        check_int("data.batch_size", batch_size, 1)
+        check_int("data.seq_len", seq_len, 1)
+        if eval_batch_size is not None:
+            check_int("data.eval_batch_size", eval_batch_size, 1)
         self.source, self.path, self.level = source, path, check_level(level)
         self.batch_size, self.seq_len = batch_size, seq_len
         self.eval_batch_size = eval_batch_size or batch_size

@@ -210,6 +210,35 @@ class Vocab:
         """The distinct tokens of ``text`` outside the vocabulary, in order of appearance."""
         return list(dict.fromkeys(t for t in tokenize(text, self.level) if t not in self.stoi))
 
+    def prompt_ids(self, prompt: str, allow_unknown: bool = False) -> list[int]:
+        """Ids to start generating from; an empty prompt starts a new line (``\\n`` or ``<eos>``).
+
+        Tokens the model never saw are refused, naming them, unless ``allow_unknown``
+        maps them to ``<unk>``.
+        """
+        unknown = self.unknown_tokens(prompt)
+        if unknown and not allow_unknown:
+            shown = " ".join(repr(tok) for tok in unknown[:20])
+            raise UserError(
+                f"the prompt holds {len(unknown)} token(s) the model never saw: {shown}; "
+                "remove them, or pass unknown=unk to map them to <unk>."
+            )
+        if not prompt:
+            return [self.stoi.get(EOS if self.level == "word" else "\n", self.unk_id)]
+        ids = self.encode(prompt).tolist()
+        if self.level == "word" and not prompt.endswith("\n"):
+            ids.pop()  # tokenize ends every line with <eos>; an open prompt continues its line
+        if not ids:
+            raise UserError(
+                f"the prompt {prompt!r} holds no tokens; give some text or none at all."
+            )
+        return ids
+
+    def continue_text(self, prompt: str, ids: Iterable[int]) -> str:
+        """``prompt`` followed by the text of ``ids``, a word apart at word level."""
+        sep = " " if self.level == "word" and prompt and not prompt[-1].isspace() else ""
+        return prompt + sep + self.decode(ids)
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``: chars joined as they are; words by spaces, ``<eos>`` a newline."""
         tokens = [self.itos[int(i)] for i in ids]

@@ -31,8 +31,9 @@ matrix product over all ``T * B`` rows once the deltas are known::
     dL/dW_hh  = sum_t delta_t^T h_{t-1}     dL/db_ih = dL/db_hh = sum_t sum_batch delta_t
 
 ``bptt="manual"`` runs the forward without building an autograd graph and
-the backward above (:class:`ElmanBPTT`); ``bptt="autograd"`` unrolls the same
-cell under autograd (:func:`elman_layer_autograd`). Both give the same numbers.
+the backward above (:class:`ElmanBPTT`, :func:`elman_layer_manual`);
+``bptt="autograd"`` unrolls the same cell under autograd (:func:`elman_layer_autograd`).
+Both give the same numbers.
 """
 
 from __future__ import annotations
@@ -153,20 +154,19 @@ class ElmanBPTT(torch.autograd.Function):
         return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None
 
 
+#: one layer's ``(W_ih, W_hh, b_ih, b_hh)``; both biases are ``None`` without bias
+Weights = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+
+
 def elman_layer_autograd(
-    x: Tensor,
-    h0: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-    nonlinearity: str,
+    x: Tensor, h0: Tensor, weights: Weights, nonlinearity: str
 ) -> tuple[Tensor, Tensor]:
     """The same layer as :class:`ElmanBPTT`, unrolled under autograd.
 
     Looping over ``unbind`` (not ``x[t]``) matters: indexing makes autograd
     write a full-size zero tensor per step in the backward.
     """
+    w_ih, w_hh, b_ih, b_hh = weights
     activation = torch.tanh if nonlinearity == "tanh" else torch.relu
     w_hh_t = w_hh.t()
     h = h0
@@ -177,24 +177,25 @@ def elman_layer_autograd(
     return torch.stack(hs), h
 
 
-def _elman_layer_manual(*args: Any) -> tuple[Tensor, Tensor]:
+def elman_layer_manual(
+    x: Tensor, h0: Tensor, weights: Weights, nonlinearity: str
+) -> tuple[Tensor, Tensor]:
     """:class:`ElmanBPTT`, made to follow autocast as nn.RNN does.
 
     Autocast would cast each product inside the function separately and mix
     dtypes with the in-place updates, so the inputs are cast once up front.
     """
-    device_type = args[0].device.type
+    tensors = (x, h0, *weights)
+    device_type = x.device.type
     if not torch.is_autocast_enabled(device_type):
-        return ElmanBPTT.apply(*args)
+        return ElmanBPTT.apply(*tensors, nonlinearity)
     dtype = torch.get_autocast_dtype(device_type)
-    args = tuple(
-        a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args
-    )
+    tensors = tuple(t if t is None or not t.is_floating_point() else t.to(dtype) for t in tensors)
     with torch.autocast(device_type, enabled=False):
-        return ElmanBPTT.apply(*args)
+        return ElmanBPTT.apply(*tensors, nonlinearity)
 
 
-_LAYERS = {"manual": _elman_layer_manual, "autograd": elman_layer_autograd}
+_LAYERS = {"manual": elman_layer_manual, "autograd": elman_layer_autograd}
 
 
 class CustomRNN(nn.Module):
@@ -270,7 +271,7 @@ class CustomRNN(nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, for code written against nn.RNN (there is no cuDNN weight buffer here)."""
 
-    def layer_parameters(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def layer_parameters(self, layer: int) -> Weights:
         """``(W_ih, W_hh, b_ih, b_hh)`` of one layer; biases are ``None`` without bias."""
         w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
         if not self.bias:
@@ -285,7 +286,7 @@ class CustomRNN(nn.Module):
         for layer in range(self.num_layers):
             if layer > 0 and self.training and self.dropout > 0:
                 x = F.dropout(x, self.dropout, training=True)
-            x, h_n = run_layer(x, h0[layer], *self.layer_parameters(layer), self.nonlinearity)
+            x, h_n = run_layer(x, h0[layer], self.layer_parameters(layer), self.nonlinearity)
             finals.append(h_n)
         output, h_n = x, torch.stack(finals)
         if unbatched:

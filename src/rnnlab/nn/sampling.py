@@ -1,41 +1,29 @@
 """Generation from a language model: prompt, temperature, top-k, greedy, seed.
 
-Needs a model that maps ``(tokens (1, T), hidden) -> (logits (1, T, V), hidden)`` and
-a vocabulary, nothing else. A private ``torch.Generator`` draws the tokens, so
-sampling never disturbs the global random state that training relies on.
+Needs a model that maps ``(tokens (1, T), hidden) -> (logits (1, T, V), hidden)`` and,
+for text, anything that turns a prompt into ids and ids back into text
+(:class:`Codec`, which :class:`rnnlab.data.vocab.Vocab` is). A private
+``torch.Generator`` draws the tokens, so sampling never disturbs the global random
+state that training relies on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 import torch
 from torch import nn
 
-from rnnlab.data.vocab import EOS, Vocab
 from rnnlab.errors import UserError
 
 
-def prompt_ids(vocab: Vocab, prompt: str, allow_unknown: bool = False) -> list[int]:
-    """Ids of ``prompt``; an empty prompt starts a new line (``\\n`` or ``<eos>``).
+class Codec(Protocol):
+    """Text to ids and back, as sampling needs it."""
 
-    Tokens the model never saw are refused, naming them, unless ``allow_unknown``
-    maps them to ``<unk>``.
-    """
-    unknown = vocab.unknown_tokens(prompt)
-    if unknown and not allow_unknown:
-        shown = " ".join(repr(tok) for tok in unknown[:20])
-        raise UserError(
-            f"the prompt holds {len(unknown)} token(s) the model never saw: {shown}; "
-            "remove them, or pass unknown=unk to map them to <unk>."
-        )
-    if not prompt:
-        start = EOS if vocab.level == "word" else "\n"
-        return [vocab.stoi.get(start, vocab.unk_id)]
-    ids = vocab.encode(prompt).tolist()
-    if vocab.level == "word" and not prompt.endswith("\n"):
-        ids.pop()  # tokenize ends every line with <eos>; an open prompt continues its line
-    if not ids:
-        raise UserError(f"the prompt {prompt!r} holds no tokens; give some text or none at all.")
-    return ids
+    def prompt_ids(self, prompt: str, allow_unknown: bool = False) -> list[int]: ...
+
+    def continue_text(self, prompt: str, ids: Iterable[int]) -> str: ...
 
 
 def next_token(
@@ -79,14 +67,16 @@ def generate(
 
 def sample_text(
     model: nn.Module,
-    vocab: Vocab,
+    codec: Codec,
     prompt: str = "",
     num_tokens: int = 200,
     allow_unknown: bool = False,
     **options: object,
 ) -> str:
-    """The prompt followed by ``num_tokens`` generated tokens, as text."""
-    ids = prompt_ids(vocab, prompt, allow_unknown)
+    """The prompt followed by ``num_tokens`` generated tokens, as text.
+
+    ``options`` are :func:`generate`'s: temperature, top_k, greedy, seed.
+    """
+    ids = codec.prompt_ids(prompt, allow_unknown)
     generated = generate(model, ids, num_tokens, **options)  # type: ignore[arg-type]
-    sep = " " if vocab.level == "word" and prompt and not prompt[-1].isspace() else ""
-    return prompt + sep + vocab.decode(generated)
+    return codec.continue_text(prompt, generated)

@@ -2,16 +2,16 @@
 
 A run directory (``logs/train/runs/<stamp>`` or one job of a sweep) holds
 ``config.yaml`` from its start, ``metrics.json`` once it finished, ``error.txt`` if
-it failed on a user mistake, and TensorBoard event files under ``tensorboard/``.
-The sweep summary and ``rnnlab-compare`` read runs through these functions only, so
-a run still going or one that failed is reported the same way by both.
+it failed, and TensorBoard event files under ``tensorboard/``. The sweep summary and
+``rnnlab-compare`` read runs through these functions only, so a run still going or
+one that failed is reported the same way by both.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,27 +19,19 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from rnnlab.errors import UserError
 
-#: The hyperparameters every table shows, whether they vary or not.
-KEY_HPARAMS = ("backend", "hidden_size", "seq_len", "lr", "seed")
-
-#: One row per run: its identity, what it was, and the numbers it ended with.
-RUN_COLUMNS = (
-    "run",
-    "status",
-    "overrides",
-    *KEY_HPARAMS,
-    "val_ppl",
-    "best_val_ppl",
-    "val_bpc",
-    "test_ppl",
-    "tokens_per_sec",
-    "wall_seconds",
-    "num_params",
-    "error",
-)
+#: The hyperparameters every table shows, whether they vary or not, by the config key each
+#: stands for (metrics.json's ``hparams`` names them alike, for a run without config.yaml).
+SHOWN = {
+    "backend": "model.backend",
+    "hidden_size": "model.hidden_size",
+    "seq_len": "data.seq_len",
+    "lr": "model.optimizer.lr",
+    "seed": "seed",
+}
 
 #: Files that make a directory a run (a sweep directory has none of them itself).
 RUN_MARKERS = ("config.yaml", "metrics.json", "error.txt", ".hydra")
@@ -47,6 +39,9 @@ RUN_MARKERS = ("config.yaml", "metrics.json", "error.txt", ".hydra")
 #: What a finished run's metrics.json holds that the tables read: objects, then numbers.
 METRICS_OBJECTS = ("hparams", "val", "best_val", "test")
 METRICS_NUMBERS = ("tokens_per_sec", "wall_seconds", "num_params")
+
+#: The top-level keys of an rnnlab-train config.yaml that the tables read.
+CONFIG_KEYS = ("model", "data", "seed")
 
 #: Config keys (and everything under them) that never tell runs' settings apart: the two a
 #: comparison is across, and where a run's files go or what it resumed from.
@@ -66,16 +61,19 @@ def holds_runs(path: Path) -> bool:
     return path.is_dir() and any(d.is_dir() and is_run(d) for d in path.iterdir())
 
 
+def sweep_order(path: Path) -> tuple[int, str]:
+    """Jobs by number (``2_...`` before ``10_...``), then by name; other runs after them."""
+    number = re.match(r"\d+", path.name)
+    return (int(number.group()) if number else 1 << 62, path.name)
+
+
 def runs_in(path: Path) -> list[Path]:
     """``path`` if it is a run, else its job directories in sweep order."""
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a sweep directory or run directories.")
     if is_run(path):
         return [path]
-    jobs = sorted(
-        (d for d in path.iterdir() if d.is_dir() and is_run(d)),
-        key=lambda d: (len(d.name), d.name),  # sweep jobs 0, 1, ..., 10 in order
-    )
+    jobs = sorted((d for d in path.iterdir() if d.is_dir() and is_run(d)), key=sweep_order)
     if not jobs:
         raise UserError(
             f"{path} holds no rnnlab runs (no config.yaml or metrics.json in it or its "
@@ -98,28 +96,6 @@ def find_runs(paths: list[Path]) -> list[Path]:
                 seen.add(run.resolve())
                 runs.append(run)
     return runs
-
-
-def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
-    """The hyperparameters a sweep varies, flat, from a run's resolved config."""
-    model, data = config["model"], config["data"]
-    return {
-        "backend": model["backend"],
-        "level": data["level"],
-        "hidden_size": model["hidden_size"],
-        "num_layers": model["num_layers"],
-        "seq_len": data["seq_len"],
-        "batch_size": data["batch_size"],
-        "lr": model["optimizer"]["lr"],
-        "optimizer": model["optimizer"]["_target_"].rsplit(".", 1)[-1],
-        "dropout": model["dropout"],
-        "nonlinearity": model["nonlinearity"],
-        "embedding_dim": model["embedding_dim"] or model["hidden_size"],
-        "tie_weights": model["tie_weights"],
-        "output": model.get("output", "softmax"),  # runs from before model.output existed
-        "bptt": model["bptt"],
-        "seed": config["seed"],
-    }
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -164,18 +140,19 @@ def parse_file(path: Path, parse: Callable[[str], Any]) -> Any:
         raise UnreadableRun(f"{path.name} cannot be read: {reason}") from exc
 
 
-def read_config(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Hyperparameters and settings from the config a run saved at its start (None: none yet)."""
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config a run saved at its start (None: none yet)."""
     config = parse_file(
         run_dir / "config.yaml", lambda text: OmegaConf.to_container(OmegaConf.create(text))
     )
     if config is None:
         return None
-    try:
-        return run_hparams(config), run_settings(config)
-    except (KeyError, TypeError, AttributeError) as exc:
-        missing = f" (it has no {exc.args[0]!r})" if isinstance(exc, KeyError) else ""
-        raise UnreadableRun(f"config.yaml is not an rnnlab-train config{missing}") from exc
+    missing = next(
+        (k for k in CONFIG_KEYS if not isinstance(config, dict) or k not in config), None
+    )
+    if missing:
+        raise UnreadableRun(f"config.yaml is not an rnnlab-train config (it has no {missing!r})")
+    return config
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
@@ -197,7 +174,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """Status, hyperparameters, settings and final metrics of one run, as far as it got.
+    """Status, shown hyperparameters, settings and final metrics of one run, as far as it got.
 
     A file that is not what rnnlab-train writes (empty, half-written, from rnnlab-eval,
     another program's config) makes the run ``unreadable`` with a one-line reason, so
@@ -207,7 +184,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         "path": run_dir,
         "run": run_dir.name,
         "overrides": [],
-        "hparams": {},
+        "shown": {},
         "settings": {},
         "metrics": None,
     }
@@ -223,66 +200,31 @@ def read_run_files(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     run["overrides"] = parse_file(run_dir / ".hydra/overrides.yaml", yaml.safe_load) or []
     config = read_config(run_dir)
     if config is not None:
-        run["hparams"], run["settings"] = config
+        flat = flatten(config)
+        run["shown"] = {name: flat.get(key) for name, key in SHOWN.items()}
+        run["settings"] = run_settings(config)
     error = parse_file(run_dir / "error.txt", str.strip)
     if error is not None:
         return {"status": "failed", "error": error}
     metrics = read_metrics(run_dir)
     if metrics is None:
         return {"status": "running or killed"}
-    if config is None:  # no config.yaml: its hyperparameters are all there is to group on
+    if config is None:  # no config.yaml: its recorded hyperparameters are all there is
         hparams = metrics["hparams"]
+        run["shown"] = {name: hparams.get(name) for name in SHOWN}
         run["settings"] = {k: v for k, v in hparams.items() if k not in ("backend", "seed")}
-    return {"status": "done", "hparams": metrics["hparams"], "metrics": metrics}
+    return {"status": "done", "metrics": metrics}
 
 
-def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows of runs read by :func:`read_run`; overrides that all of them share dropped."""
-    shared = set.intersection(*(set(run["overrides"]) for run in runs)) if len(runs) > 1 else set()
-    return [
-        {**run_row(run), "overrides": " ".join(o for o in run["overrides"] if o not in shared)}
-        for run in runs
-    ]
-
-
-def run_row(run: dict[str, Any]) -> dict[str, Any]:
-    """The :data:`RUN_COLUMNS` of a run read by :func:`read_run` (missing numbers left out)."""
-    row = {key: run.get(key) for key in ("run", "status", "overrides", "error")}
-    row.update({key: run["hparams"].get(key) for key in KEY_HPARAMS})
-    metrics = run["metrics"]
-    if metrics:
-        row.update(
-            val_ppl=metrics["val"].get("ppl"),
-            best_val_ppl=metrics["best_val"].get("ppl"),
-            val_bpc=metrics["val"].get("bpc"),
-            test_ppl=metrics["test"].get("ppl"),
-            tokens_per_sec=metrics["tokens_per_sec"],
-            wall_seconds=metrics["wall_seconds"],
-            num_params=metrics["num_params"],
-        )
-    return row
-
-
-def cell(value: Any) -> str:
-    """A table cell: 4 significant digits (whole numbers from 1000 up), empty if missing."""
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
-    """CSV at full precision (tables for people round; files for programs do not)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def markdown_table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(cell(row.get(k)).replace("|", "\\|") for k in columns) + " |"
-        for row in rows
-    ]
-    return "\n".join(lines) + "\n"
+def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """Every scalar a run logged to TensorBoard: tag -> [(step, wall time, value)]."""
+    events_dir = run_dir / "tensorboard"
+    if not events_dir.is_dir():
+        return {}
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # one INFO line per event file
+    accumulator = EventAccumulator(str(events_dir), size_guidance={SCALARS: 0})
+    accumulator.Reload()
+    return {
+        tag: [(e.step, e.wall_time, e.value) for e in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()[SCALARS]
+    }

@@ -1,4 +1,4 @@
-"""Hydra entry point: ``rnnlab-sample ckpt_path=... prompt="ROMEO:"``.
+"""``rnnlab-sample ckpt_path=... prompt="ROMEO:"`` (or ``python -m rnnlab.cli.sample``).
 
 Everything comes from the checkpoint (weights, vocabulary, model sizes), so a
 checkpoint is all it needs; it samples on CPU by default, whichever device and
@@ -11,23 +11,26 @@ import hydra
 import rich
 import rich.panel
 import rich.text
+import torch
 from omegaconf import DictConfig
 
-from rnnlab import config_dir
-from rnnlab.errors import UserError, exit_on_user_error
-from rnnlab.module import RNNLMModule
-from rnnlab.sampling import sample_text
+from rnnlab.cli.app import config_dir, exit_on_user_error
+from rnnlab.cli.checks import check_sample
+from rnnlab.nn.sampling import sample_text
+from rnnlab.training.module import RNNLMModule
 
-UNKNOWN_POLICIES = ("error", "unk")
+
+def torch_device(device: str) -> str:
+    """``cpu | gpu | auto`` (what rnnlab-eval takes too) as a torch device."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device == "gpu" else "cpu"
 
 
 def samples(cfg: DictConfig) -> list[str]:
     """``cfg.num_samples`` texts; sample *i* uses seed ``cfg.seed + i``."""
-    if cfg.unknown not in UNKNOWN_POLICIES:
-        raise UserError(f"unknown={cfg.unknown!r} is not a choice; use one of: error, unk.")
-    if cfg.num_tokens < 0 or cfg.num_samples < 1:
-        raise UserError("num_tokens must be at least 0 and num_samples at least 1.")
-    module = RNNLMModule.from_checkpoint(cfg.ckpt_path, cfg.backend, cfg.device)
+    check_sample(cfg)
+    module = RNNLMModule.from_checkpoint(cfg.ckpt_path, cfg.backend, torch_device(cfg.device))
     return [
         sample_text(
             module.net,

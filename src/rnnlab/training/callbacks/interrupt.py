@@ -1,11 +1,4 @@
-"""Checkpoints that survive being killed: written atomically, and one more on Ctrl-C.
-
-Lightning writes checkpoints through its ``CheckpointIO``; its default writes the
-target file in place (or moves a temporary file across file systems), so a kill
-while saving can leave a truncated ``last.ckpt``. :class:`AtomicCheckpointIO`
-(configs/trainer/default.yaml) never does. :class:`SaveOnInterrupt` turns the
-first Ctrl-C into "finish this batch, save ``last.ckpt``, say how to resume, stop".
-"""
+"""SaveOnInterrupt: the first Ctrl-C finishes the batch, saves ``last.ckpt``, says how to resume."""
 
 from __future__ import annotations
 
@@ -16,20 +9,6 @@ from typing import Any
 
 import lightning as L
 import rich
-import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-from rnnlab.atomic import write_atomically
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file beside the target, then an atomic rename."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
 class SaveOnInterrupt(L.Callback):

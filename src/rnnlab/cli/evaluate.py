@@ -1,4 +1,4 @@
-"""Hydra entry point: ``rnnlab-eval ckpt_path=... data.path=...``.
+"""``rnnlab-eval ckpt_path=... data.path=...`` (or ``python -m rnnlab.cli.evaluate``).
 
 Evaluates a checkpoint on any corpus with the checkpoint's own vocabulary (tokens
 outside it become ``<unk>`` and are counted), through the same Lightning test loop
@@ -17,26 +17,23 @@ import rich
 import rich.table
 from omegaconf import DictConfig
 
-from rnnlab import config_dir
 from rnnlab.atomic import write_text_atomically
+from rnnlab.cli.app import config_dir, exit_on_user_error
+from rnnlab.cli.checks import check_eval
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.errors import UserError, exit_on_user_error
-from rnnlab.module import RNNLMModule
-
-SPLITS = ("val", "test")
+from rnnlab.training.module import RNNLMModule
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Loss, ppl (and bpc) of ``cfg.split``, the token count and how many became ``<unk>``."""
-    if cfg.split not in SPLITS:
-        raise UserError(f"split={cfg.split!r} is not a choice; use one of: val, test.")
+    check_eval(cfg)
     module = RNNLMModule.from_checkpoint(cfg.ckpt_path, cfg.backend)
     datamodule: LMDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.vocab = module.vocab
     datamodule.prepare_data()
     datamodule.setup("test")
     trainer = L.Trainer(
-        accelerator=cfg.accelerator,
+        accelerator=cfg.device,
         devices=1,
         logger=False,
         enable_checkpointing=False,

@@ -4,32 +4,33 @@ Lightning 2.x has no built-in truncated BPTT. As in the PyTorch
 word_language_model example, each training batch is one ``(B, T)`` window of an
 unshuffled, contiguous stream; the hidden state it ends with is detached and kept
 on the module for the next batch (gradients stop at the window edge, the state
-does not), and reset at every epoch start. A checkpoint also holds that state and
-every RNG, so a run resumed mid-epoch continues exactly. Validation and test carry
-their own state over the whole split, and their loss is the token-weighted mean
-NLL over the split: ``ppl = exp(loss)``, ``bpc = loss / ln 2`` at char level.
+does not), and reset at every epoch start. A checkpoint also holds that state, so a
+run resumed mid-epoch continues exactly. Validation and test carry their own state
+over the whole split, and their loss is the token-weighted mean NLL over the split:
+``ppl = exp(loss)``, ``bpc = loss / ln 2`` at char level.
+
+The plumbing around it lives in callbacks (:mod:`rnnlab.training.callbacks`):
+throughput, the NaN/inf guard, Ctrl-C, the RNG states in checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import pickle
-import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MeanMetric
 
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import UserError
-from rnnlab.model import RNNLM
-from rnnlab.sampling import sample_text
+from rnnlab.nn.lm import RNNLM, ModelConfig
+from rnnlab.nn.sampling import sample_text
+from rnnlab.training.checkpoint import read_checkpoint, run_state
+from rnnlab.training.logging_steps import is_logging_step
+from rnnlab.training.tensorboard import tensorboard_writers
 
 
 def lm_metrics(loss: float, char_level: bool) -> dict[str, float]:
@@ -40,65 +41,8 @@ def lm_metrics(loss: float, char_level: bool) -> dict[str, float]:
     return metrics
 
 
-def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
-    """An rnnlab checkpoint as plain data: ``torch.load(weights_only=True)``, never pickle code."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; check ckpt_path.")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise UserError(
-            f"{path} is not a readable checkpoint ({type(exc).__name__}); "
-            "it may be truncated or not a PyTorch file."
-        ) from None
-    if "vocab" not in checkpoint.get("hyper_parameters", {}) or "state_dict" not in checkpoint:
-        raise UserError(f"{path} is not an rnnlab checkpoint: it holds no vocabulary.")
-    return checkpoint
-
-
-class NonFiniteLoss(UserError):
-    """The loss became NaN or infinite (too high a learning rate, as a rule)."""
-
-    def __init__(self, where: str) -> None:
-        super().__init__(
-            f"training stopped: {where}; the last checkpoint before it is intact. "
-            "Lower model.optimizer.lr or clip harder (trainer.gradient_clip_val)."
-        )
-
-
-def rng_states() -> dict[str, Any]:
-    """Every global RNG's state as plain data (tensors, ints, lists): safe for weights_only."""
-    numpy_state = np.random.get_state(legacy=False)
-    mt19937 = numpy_state["state"]
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {**numpy_state, "state": {"key": mt19937["key"].tolist(), "pos": mt19937["pos"]}},
-        "python": random.getstate(),
-    }
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    numpy_state, mt19937 = states["numpy"], states["numpy"]["state"]
-    key = np.asarray(mt19937["key"], dtype=np.uint32)
-    np.random.set_state({**numpy_state, "state": {"key": key, "pos": mt19937["pos"]}})
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
-    """The SummaryWriters of a trainer's TensorBoard loggers, on rank 0 only (else none)."""
-    if not trainer.is_global_zero:
-        return []
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
-
 class RNNLMModule(L.LightningModule):
-    """Trains :class:`~rnnlab.model.RNNLM`; the vocabulary travels in the checkpoint."""
+    """Trains :class:`~rnnlab.nn.lm.RNNLM`; the vocabulary travels in the checkpoint."""
 
     def __init__(
         self,
@@ -107,16 +51,17 @@ class RNNLMModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         sample_tokens: int = 200,
         sample_temperature: float = 0.8,
-        **net: Any,
+        **model: Any,
     ) -> None:
-        """``net`` holds :class:`~rnnlab.model.RNNLM`'s arguments (backend, hidden_size, ...)."""
+        """``model``: :class:`~rnnlab.nn.lm.ModelConfig`'s fields (backend, hidden_size, ...)."""
         super().__init__()
         # Plain types only, so checkpoints load with torch.load(weights_only=True);
-        # train.py logs hparams itself, together with the final metrics.
+        # the entry point logs hparams itself, together with the final metrics.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.vocab = Vocab.from_dict(vocab)
-        self.net = RNNLM(len(self.vocab), **net)
-        self.hparams["backend"] = self.net.backend  # recorded even when left to its default
+        self.net = RNNLM(len(self.vocab), ModelConfig(**model))
+        # every setting in the checkpoint, defaults included: it rebuilds this very model
+        self.hparams.update(dataclasses.asdict(self.net.config))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.char_level = self.vocab.level == "char"
         self.train_hidden: torch.Tensor | None = None
@@ -125,12 +70,6 @@ class RNNLMModule(L.LightningModule):
         self.test_nll = MeanMetric().set_dtype(torch.float64)
         #: the last full-precision loss of each evaluated split, and the best val loss
         self.losses: dict[str, float] = {}
-        self.train_tokens, self.train_seconds = 0, 0.0
-        self._batch_start, self._logging = 0.0, False
-        #: whether every training loss since step ``_finite_step`` was finite (a device tensor)
-        self._finite: torch.Tensor | None = None
-        self._finite_step = 0
-        self._restored_rng: dict[str, Any] | None = None
 
     def forward(
         self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
@@ -138,12 +77,6 @@ class RNNLMModule(L.LightningModule):
         return self.net(tokens, hidden)
 
     # -- training: one window per step, state carried and detached ------------------
-    # Nothing here waits for the device between logging steps: a scalar logged is a host
-    # sync on GPU and, in Lightning, about 1 ms of bookkeeping on CPU.
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
-        self._logging = (self.global_step + 1) % self.trainer.log_every_n_steps == 0
-
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
@@ -152,64 +85,20 @@ class RNNLMModule(L.LightningModule):
             self.train_hidden = None
         loss, hidden = self.net.loss(inputs, targets, self.train_hidden)
         self.train_hidden = hidden.detach()
-        finite = torch.isfinite(loss.detach())
-        self._finite = finite if self._finite is None else self._finite & finite
-        if self._logging:
-            self.check_finite()  # before backward: this step's update never happens
+        if self._trainer is not None and is_logging_step(self.trainer):  # self.log syncs
             self.log("train/loss", loss, prog_bar=True)
-        self.train_tokens += targets.numel()  # here: a checkpoint at this batch's end counts it
         return loss
 
-    def check_finite(self) -> None:
-        """Stop if a training loss since the last check was NaN or infinite (one host sync).
-
-        Called at logging steps, before validation and before every checkpoint, so no
-        checkpoint ever holds the weights a non-finite loss produced.
-        """
-        if self._finite is not None and not bool(self._finite):
-            raise NonFiniteLoss(
-                f"the loss became NaN or infinite after step {self._finite_step} "
-                f"(noticed at step {self.global_step}, epoch {self.current_epoch})"
-            )
-        self._finite, self._finite_step = None, self.global_step
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.train_seconds += time.perf_counter() - self._batch_start
-        if self._logging:
-            self.log("train/tokens_per_sec", self.tokens_per_sec, prog_bar=True)
-
-    # -- exact resumption: what the optimizer, scheduler and loops do not save -------
+    # -- exact resumption: the state carried between windows, the losses so far -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.check_finite()
-        checkpoint["rnnlab"] = {
-            "train_hidden": self.train_hidden,
-            "losses": dict(self.losses),
-            "train_tokens": self.train_tokens,
-            "train_seconds": self.train_seconds,
-            "rng": rng_states(),
-        }
+        run_state(checkpoint).update(train_hidden=self.train_hidden, losses=dict(self.losses))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is None or self.trainer.state.fn != "fit":
             return  # testing the best checkpoint must not rewind this run's bookkeeping
-        state = checkpoint.get("rnnlab", {})
+        state = run_state(checkpoint)
         self.train_hidden = state.get("train_hidden")
         self.losses = dict(state.get("losses", {}))
-        self.train_tokens = state.get("train_tokens", 0)
-        self.train_seconds = state.get("train_seconds", 0.0)
-        self._restored_rng = state.get("rng")
-
-    def on_train_start(self) -> None:
-        self._finite_step = self.global_step
-        # Set here, not when loading: Lightning draws nothing from the global RNGs
-        # between this hook and the first batch, as it does not in an uninterrupted run.
-        if self._restored_rng is not None:
-            set_rng_states(self._restored_rng)
-            self._restored_rng = None
-
-    @property
-    def tokens_per_sec(self) -> float:
-        return self.train_tokens / max(self.train_seconds, 1e-9)
 
     # -- evaluation: the whole split with a carried state, token-weighted ------------
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: MeanMetric) -> None:
@@ -225,7 +114,6 @@ class RNNLMModule(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self.check_finite()
         self.eval_hidden = None
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -235,11 +123,10 @@ class RNNLMModule(L.LightningModule):
         loss = self._log_split("val", self.val_nll)
         if self.trainer.sanity_checking:
             return
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(f"the val loss is {loss} after step {self.global_step}")
         self.losses["val"] = loss
         self.losses["best_val"] = min(self.losses.get("best_val", math.inf), loss)
-        self._log_sample()
+        if math.isfinite(loss):
+            self._log_sample()
 
     def on_test_epoch_start(self) -> None:
         self.eval_hidden = None
@@ -258,20 +145,19 @@ class RNNLMModule(L.LightningModule):
             for s in splits
         }
 
+    # -- sampling ---------------------------------------------------------------------
     def sample(self, prompt: str = "", num_tokens: int | None = None, seed: int = 0) -> str:
         """Text generated from the current weights (a private RNG: training is unaffected).
 
         Unknown prompt tokens become ``<unk>``: a courtesy sample never fails a run.
         """
-        tokens = num_tokens or self.hparams.sample_tokens
-        temperature = self.hparams.sample_temperature
         return sample_text(
             self.net,
             self.vocab,
             prompt,
-            tokens,
+            num_tokens or self.hparams.sample_tokens,
             allow_unknown=True,
-            temperature=temperature,
+            temperature=self.hparams.sample_temperature,
             seed=seed,
         )
 
@@ -295,6 +181,7 @@ class RNNLMModule(L.LightningModule):
         for writer in writers:
             writer.add_text("sample", block, self.global_step)
 
+    # -- optimisation -----------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("RNNLMModule needs an optimizer factory to train")

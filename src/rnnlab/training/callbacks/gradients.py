@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import grad_norm
 
-from rnnlab.module import tensorboard_writers
+from rnnlab.training.tensorboard import tensorboard_writers
 
 
 class GradientMonitor(L.Callback):

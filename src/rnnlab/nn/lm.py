@@ -1,0 +1,210 @@
+"""RNNLM: embedding -> recurrent core -> dropout -> output layer, and its settings.
+
+The recurrent core is ``torch.nn.RNN`` (``backend="builtin"``) or rnnlab's
+hand-written :class:`~rnnlab.nn.rnn.CustomRNN` (``backend="custom"``); both take the
+same arguments and hold the same parameters, so nothing else depends on which one
+runs. The model knows sizes, not data: the vocabulary size comes in as a number.
+
+The output layer is a full softmax (``output="softmax"``, a linear decoder) or an
+adaptive softmax (``output="adaptive"``, :class:`torch.nn.AdaptiveLogSoftmaxWithLoss`,
+Grave et al. 2017): a head over the most frequent types plus clusters of rarer ones,
+entered through small projections. Its probabilities are a proper distribution over
+the whole vocabulary, so loss, perplexity and sampling are exact for that model;
+training only pays for the cluster each target falls in. It needs ids ordered by
+frequency, which :meth:`rnnlab.data.vocab.Vocab.build` guarantees.
+
+Every setting lives in :class:`ModelConfig`, with its default and its check: the
+configs (``model.*``), the LightningModule and the run records all take them from there.
+
+Shapes: tokens ``(B, T)`` -> logits ``(B, T, V)`` (log-probabilities for the adaptive
+output); hidden ``(L, B, H)``. The core runs time-major, the layout both backends are
+fastest in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlab.errors import UserError, check_choice, check_int, check_number
+from rnnlab.nn import BACKENDS
+from rnnlab.nn.rnn import BPTT_MODES, NONLINEARITIES, CustomRNN
+
+OUTPUTS = ("softmax", "adaptive")
+#: the head holds the 2,000 most frequent types; each further cluster is five times larger
+CUTOFF_STEPS = (2_000, 10_000, 50_000, 250_000)
+
+
+def default_cutoffs(vocab_size: int) -> list[int]:
+    """Cluster boundaries for an adaptive softmax over ``vocab_size`` frequency-sorted ids.
+
+    WikiText-2 (33,278 types) gets ``[2000, 10000]``: the head alone covers 77% of its
+    training tokens, head and first cluster 93%. A vocabulary under 2,000 types is cut in half.
+    """
+    return [c for c in CUTOFF_STEPS if c < vocab_size] or [max(1, vocab_size // 2)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The language model's settings (``model.<field>`` on the command line).
+
+    Each is checked here once, with one sentence naming it; what depends on the
+    vocabulary (the cutoffs) is checked by :meth:`for_vocab`.
+    """
+
+    #: builtin (torch.nn.RNN) | custom (rnnlab.nn.rnn.CustomRNN, hand-written BPTT)
+    backend: str = "builtin"
+    #: custom backend only: manual (hand-written BPTT) | autograd (the same cell under autograd)
+    bptt: str = "manual"
+    #: None: the same as hidden_size
+    embedding_dim: int | None = None
+    hidden_size: int = 256
+    num_layers: int = 1
+    #: tanh | relu
+    nonlinearity: str = "tanh"
+    #: on the embedding and the core's output, and between layers
+    dropout: float = 0.0
+    #: softmax only: the decoder shares the embedding matrix (needs embedding_dim == hidden_size)
+    tie_weights: bool = False
+    #: softmax (one linear decoder) | adaptive (exact, far cheaper for large word vocabularies)
+    output: str = "softmax"
+    #: adaptive only: cluster boundaries in frequency-sorted ids (None: see default_cutoffs)
+    cutoffs: tuple[int, ...] | None = None
+    #: adaptive only: cluster i is entered through a hidden_size / div_value^(i+1) projection
+    div_value: float = 4.0
+
+    def __post_init__(self) -> None:
+        check_choice("model.backend", self.backend, BACKENDS)
+        check_choice("model.bptt", self.bptt, BPTT_MODES)
+        check_choice("model.nonlinearity", self.nonlinearity, NONLINEARITIES)
+        check_choice("model.output", self.output, OUTPUTS)
+        check_int("model.hidden_size", self.hidden_size, 1)
+        check_int("model.num_layers", self.num_layers, 1)
+        if self.embedding_dim is not None:
+            check_int("model.embedding_dim", self.embedding_dim, 1)
+        check_number("model.dropout", self.dropout, 0, 1, open_high=True)
+        check_number("model.div_value", self.div_value, 0, open_low=True)
+        if not isinstance(self.tie_weights, bool):
+            raise UserError(f"model.tie_weights must be true or false, got {self.tie_weights!r}.")
+        if self.cutoffs is not None:
+            object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # a list from the configs
+        if self.tie_weights and self.output == "adaptive":
+            raise UserError(
+                "model.tie_weights needs model.output=softmax (the adaptive softmax has no "
+                "single decoder matrix to share); drop one of the two."
+            )
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise UserError(
+                f"model.tie_weights needs embedding_dim == hidden_size, got {self.embedding_dim} "
+                f"and {self.hidden_size}; drop embedding_dim or set it to hidden_size."
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ModelConfig:
+        """The fields found in ``settings`` (a ``model`` config node holds others too)."""
+        return cls(
+            **{f.name: settings[f.name] for f in dataclasses.fields(cls) if f.name in settings}
+        )
+
+    @property
+    def embedding_size(self) -> int:
+        return self.hidden_size if self.embedding_dim is None else self.embedding_dim
+
+    def for_vocab(self, vocab_size: int) -> ModelConfig:
+        """These settings with nothing left to default, checked against ``vocab_size``."""
+        check_int("the vocabulary size", vocab_size, 1)
+        if self.output != "adaptive":
+            return dataclasses.replace(self, embedding_dim=self.embedding_size)
+        cutoffs = default_cutoffs(vocab_size) if self.cutoffs is None else list(self.cutoffs)
+        rising = all(a < b for a, b in zip(cutoffs, cutoffs[1:], strict=False))
+        if not cutoffs or not rising or cutoffs[0] < 1 or cutoffs[-1] > vocab_size - 1:
+            raise UserError(
+                f"model.cutoffs must be increasing integers between 1 and {vocab_size - 1} "
+                f"(the vocabulary has {vocab_size} types), got {cutoffs}; use null for the default."
+            )
+        if self.hidden_size // self.div_value ** len(cutoffs) < 1:
+            raise UserError(
+                f"model.div_value={self.div_value} leaves the last of {len(cutoffs)} clusters a "
+                f"projection of hidden_size / div_value^{len(cutoffs)} < 1 unit; lower "
+                "div_value or use fewer cutoffs."
+            )
+        return dataclasses.replace(self, embedding_dim=self.embedding_size, cutoffs=tuple(cutoffs))
+
+    def recurrent_core(self) -> nn.Module:
+        """The layer stack of ``backend``; dropout acts only between its layers (both warn else)."""
+        dropout = self.dropout if self.num_layers > 1 else 0.0
+        args = (self.embedding_size, self.hidden_size, self.num_layers)
+        if self.backend == "builtin":
+            return nn.RNN(*args, nonlinearity=self.nonlinearity, dropout=dropout)
+        return CustomRNN(*args, nonlinearity=self.nonlinearity, dropout=dropout, bptt=self.bptt)
+
+
+class RNNLM(nn.Module):
+    """An Elman-RNN language model whose recurrent core is chosen by ``config.backend``."""
+
+    def __init__(self, vocab_size: int, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        #: the settings in full, cutoffs and embedding size included
+        self.config = (config or ModelConfig()).for_vocab(vocab_size)
+        self.adaptive = self.config.output == "adaptive"
+        self.embedding = nn.Embedding(vocab_size, self.config.embedding_size)
+        self.rnn = self.config.recurrent_core()
+        self.dropout = nn.Dropout(self.config.dropout)
+        hidden = self.config.hidden_size
+        self.decoder: nn.Linear | nn.AdaptiveLogSoftmaxWithLoss
+        if self.adaptive:
+            cutoffs, div_value = list(self.config.cutoffs or ()), self.config.div_value
+            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, cutoffs, div_value)
+        else:
+            self.decoder = nn.Linear(hidden, vocab_size)
+            if self.config.tie_weights:
+                self.decoder.weight = self.embedding.weight
+        self.init_weights()
+
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    def init_weights(self, scale: float = 0.1) -> None:
+        """Embedding and decoder uniform in [-0.1, 0.1], decoder bias zero (as the PyTorch
+        word_language_model example): nn.Embedding's N(0, 1) makes a tied decoder start with
+        logits of size sqrt(H) and an initial loss far above ln(V). The core keeps nn.RNN's
+        init, the adaptive softmax its own.
+        """
+        nn.init.uniform_(self.embedding.weight, -scale, scale)
+        if not self.adaptive:
+            nn.init.uniform_(self.decoder.weight, -scale, scale)
+            nn.init.zeros_(self.decoder.bias)
+
+    def features(
+        self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the output layer reads: ``(B, T, H)`` after dropout, and the new hidden state."""
+        emb = self.dropout(self.embedding(tokens.t()))  # (T, B, E)
+        output, hidden = self.rnn(emb, hidden)  # (T, B, H), (L, B, H)
+        return self.dropout(output.transpose(0, 1)), hidden
+
+    def forward(
+        self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, T, V)`` over the whole vocabulary (for sampling and inspection)."""
+        feats, hidden = self.features(tokens, hidden)
+        if self.adaptive:
+            flat = self.decoder.log_prob(feats.reshape(-1, feats.size(-1)))
+            return flat.view(*feats.shape[:2], -1), hidden
+        return self.decoder(feats), hidden
+
+    def loss(
+        self, tokens: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean NLL of ``targets`` over the batch, without the full ``(B, T, V)`` for adaptive."""
+        feats, hidden = self.features(tokens, hidden)
+        flat, flat_targets = feats.reshape(-1, feats.size(-1)), targets.reshape(-1)
+        if self.adaptive:
+            return self.decoder(flat, flat_targets).loss, hidden
+        return F.cross_entropy(self.decoder(flat), flat_targets), hidden

@@ -1,0 +1,7 @@
+"""Lightning callbacks: what a run needs besides the research in the LightningModule.
+
+``rnnlab-train`` always installs :class:`~.throughput.Throughput` and
+:class:`~.finite.FiniteGuard` (and the checkpoints of :mod:`rnnlab.training.checkpoint`,
+:class:`~.interrupt.SaveOnInterrupt` among them), whatever ``callbacks=`` says;
+:class:`~.gradients.GradientMonitor` comes with ``callbacks=gradients``.
+"""
