@@ -113,3 +113,11 @@ def test_the_checkpoint_directory_is_named_once(tmp_path: Path):
     assert cfg.checkpoint.dirpath == cfg.paths.ckpt_dir
     lines = [line for p in CONFIG_DIR.rglob("*.yaml") for line in p.read_text().splitlines()]
     assert sum("/checkpoints" in line.split("#")[0] for line in lines) == 1
+
+
+def test_data_embedded_is_data_source_embedded(tmp_path: Path):
+    """One word, one meaning: the default data option is the embedded corpus by name."""
+    by_option = compose_train(["data=embedded"], output_dir=tmp_path).data
+    by_source = compose_train(["data.source=embedded"], output_dir=tmp_path).data
+    assert by_option == by_source == compose_train(output_dir=tmp_path).data
+    assert by_option.source == "embedded"

@@ -140,3 +140,37 @@ def test_impossible_adaptive_settings(kwargs: dict, message: str):
     settings = {"output": "adaptive", **kwargs}
     with pytest.raises(UserError, match=message):
         RNNLM(11, ModelConfig(hidden_size=8, **settings))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"hidden_size": "abc"}, "model.hidden_size must be a whole number, got 'abc'"),
+        ({"num_layers": 1.5}, "model.num_layers must be a whole number, got 1.5"),
+        ({"dropout": "x"}, "model.dropout must be a number, got 'x'"),
+        ({"tie_weights": "yes"}, "model.tie_weights must be true or false, got 'yes'"),
+        ({"bptt": "numpy"}, "unknown model.bptt 'numpy'; use one of: manual, autograd"),
+        ({"div_value": 0}, "model.div_value must be above 0, got 0"),
+    ],
+)
+def test_each_setting_is_checked_once_in_the_dataclass(settings: dict, message: str):
+    with pytest.raises(UserError, match=message):
+        ModelConfig(**settings)
+
+
+def test_the_dataclass_takes_its_fields_from_a_config_node_and_resolves_for_a_vocabulary():
+    node = {"hidden_size": 8, "output": "adaptive", "optimizer": {"lr": 1.0}, "_target_": "x"}
+    config = ModelConfig.from_settings(node)
+    assert config == ModelConfig(hidden_size=8, output="adaptive")
+    resolved = config.for_vocab(100)
+    assert (resolved.embedding_dim, resolved.cutoffs) == (8, (50,))
+    assert RNNLM(100, config).config == resolved
+
+
+def test_dropout_of_one_is_the_language_models_limit_not_the_cells():
+    """CustomRNN takes what nn.RNN takes (a dropout in [0, 1]); the language model, whose
+    dropout also acts on the embedding and the output, refuses 1, which would zero them."""
+    CustomRNN(4, 4, num_layers=2, dropout=1.0)
+    torch.nn.RNN(4, 4, num_layers=2, dropout=1.0)
+    with pytest.raises(UserError, match=r"model.dropout must be in \[0, 1\)"):
+        ModelConfig(dropout=1.0)

@@ -157,13 +157,16 @@ def test_a_run_with_callbacks_none_can_be_resumed(cli, root: Path, tmp_path: Pat
     assert metrics_of(tmp_path / "run")["steps"] == 60
 
 
+@pytest.mark.parametrize("callbacks", ["default", "none"])
 def test_a_non_finite_loss_stops_naming_the_step_and_keeps_good_checkpoints(
-    cli, root: Path, tmp_path: Path
+    cli, root: Path, tmp_path: Path, callbacks: str
 ):
+    """Whatever callbacks= says: the guard is not one of the callbacks a user picks."""
     args = [f"data.path={root / 'tiny.txt'}", *RUN, f"hydra.run.dir={tmp_path / 'diverged'}"]
     result = cli(
         "train",
         *args,
+        f"callbacks={callbacks}",
         "model.optimizer._target_=torch.optim.SGD",
         "model.optimizer.lr=1e38",
         "trainer.gradient_clip_val=null",
