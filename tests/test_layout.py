@@ -21,7 +21,7 @@ MODULES = sorted(
     for p in (SRC / "rnnlab").rglob("*.py")
 )
 #: the hand-written cells: copy one file anywhere with torch installed and it works
-CELLS = ("rnnlab.nn.rnn",)
+CELLS = ("rnnlab.nn.rnn", "rnnlab.nn.gru", "rnnlab.nn.lstm")
 #: the dependency-free modules every layer may use
 BASE = ("rnnlab", "rnnlab.errors", "rnnlab.atomic")
 

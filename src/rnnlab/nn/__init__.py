@@ -1,7 +1,9 @@
 """The subject of the research, in torch alone: copy any of it anywhere.
 
-- :mod:`rnnlab.nn.rnn`: :class:`~rnnlab.nn.rnn.CustomRNN`, the hand-written Elman RNN
-  (forward pass and BPTT), a drop-in for ``torch.nn.RNN``; it imports torch only;
+- :mod:`rnnlab.nn.rnn`, :mod:`rnnlab.nn.gru`, :mod:`rnnlab.nn.lstm`: the hand-written
+  Elman RNN, GRU and LSTM (forward pass and BPTT), drop-ins for ``torch.nn.RNN``, ``GRU``
+  and ``LSTM``; each file imports torch only, so each can be copied alone (which is why
+  their module scaffolding, argument checks and shapes, is written in each);
 - :mod:`rnnlab.nn.lm`: :class:`~rnnlab.nn.lm.RNNLM`, the language model, and
   :class:`~rnnlab.nn.lm.ModelConfig`, its settings;
 - :mod:`rnnlab.nn.sampling`: generation with temperature, top-k, a prompt and a seed.
