@@ -238,10 +238,26 @@ def test_groups_differ_in_any_setting_but_seed_backend_and_where_files_go(
         for g in groups
     ] == [(16, 2, 2, 1), (32, 2, 1, 1), (16, 5, 0, 1)]
     header = (copy / "comparison_groups.csv").read_text().splitlines()[0]
-    assert header.startswith("hidden_size,seq_len,lr,trainer.max_epochs,builtin_runs,")
+    assert header.startswith("cell,hidden_size,seq_len,lr,trainer.max_epochs,builtin_runs,")
     assert "| runs builtin/custom |" in (copy / "comparison.md").read_text()
     means, _ = bar_heights(groups, "builtin")  # no builtin run at 5 epochs: no bar, not a 0 one
     assert means[0] > 0 and math.isnan(means[2])
+
+
+def test_runs_group_by_cell_with_custom_over_builtin_per_cell(sweep: Path, tmp_path: Path):
+    """Runs of another cell form their own groups, and each gets its own ratios."""
+    copy = copy_sweep(sweep, tmp_path / "sweep")
+    for backend in ("builtin", "custom"):
+        copy_run(job(copy, backend, 16), copy / f"gru_{backend}", {"model.cell": "gru"})
+    report = compare([copy])
+    groups = {(g["cell"], g["hidden_size"]): g for g in report["groups"]}
+    assert set(groups) == {("rnn", 16), ("rnn", 32), ("gru", 16)}
+    for group in groups.values():
+        assert (group["builtin_runs"], group["custom_runs"]) == (1, 1)
+        assert math.isfinite(group["tok_s_ratio"])
+    rows = {row["run"]: row for row in read_csv(copy / "comparison.csv")}
+    assert rows["gru_custom"]["cell"] == "gru"
+    assert report["lines"] == {name: 6 for name, *_ in CURVES}
 
 
 def test_nan_and_inf_are_left_out_of_means_and_ratios(sweep: Path, tmp_path: Path):

@@ -121,3 +121,15 @@ def test_data_embedded_is_data_source_embedded(tmp_path: Path):
     by_source = compose_train(["data.source=embedded"], output_dir=tmp_path).data
     assert by_option == by_source == compose_train(output_dir=tmp_path).data
     assert by_option.source == "embedded"
+
+
+def test_compare_cells_sweeps_every_cell_on_both_backends_and_three_seeds(tmp_path: Path):
+    cfg = compose_train(["experiment=compare_cells"], output_dir=tmp_path)
+    params = dict(HydraConfig.get().sweeper.params)
+    assert params == {
+        "model.backend": "builtin,custom",
+        "seed": "1,2,3",
+        "model.cell": "rnn,gru,lstm",
+    }
+    assert (cfg.task_name, cfg.trainer.max_epochs) == ("compare_cells", 10)
+    assert HydraConfig.get().callbacks.sweep_report.compare is True

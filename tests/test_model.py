@@ -5,7 +5,9 @@ import torch
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
-from rnnlab.nn.lm import RNNLM, ModelConfig, default_cutoffs
+from rnnlab.nn.gru import CustomGRU
+from rnnlab.nn.lm import RNNLM, ModelConfig, default_cutoffs, detached
+from rnnlab.nn.lstm import CustomLSTM
 from rnnlab.nn.rnn import CustomRNN
 
 
@@ -151,6 +153,7 @@ def test_impossible_adaptive_settings(kwargs: dict, message: str):
         ({"tie_weights": "yes"}, "model.tie_weights must be true or false, got 'yes'"),
         ({"bptt": "numpy"}, "unknown model.bptt 'numpy'; use one of: manual, autograd"),
         ({"div_value": 0}, "model.div_value must be above 0, got 0"),
+        ({"cell": "transformer"}, "unknown model.cell 'transformer'; use one of: rnn, gru, lstm"),
     ],
 )
 def test_each_setting_is_checked_once_in_the_dataclass(settings: dict, message: str):
@@ -174,3 +177,28 @@ def test_dropout_of_one_is_the_language_models_limit_not_the_cells():
     torch.nn.RNN(4, 4, num_layers=2, dropout=1.0)
     with pytest.raises(UserError, match=r"model.dropout must be in \[0, 1\)"):
         ModelConfig(dropout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("cell", "backend", "core"),
+    [
+        ("rnn", "builtin", torch.nn.RNN),
+        ("gru", "builtin", torch.nn.GRU),
+        ("lstm", "builtin", torch.nn.LSTM),
+        ("rnn", "custom", CustomRNN),
+        ("gru", "custom", CustomGRU),
+        ("lstm", "custom", CustomLSTM),
+    ],
+)
+def test_the_core_is_the_cell_of_the_backend(cell: str, backend: str, core: type):
+    """model.cell and model.backend pick the core independently; the state is the cell's."""
+    config = ModelConfig(cell=cell, backend=backend, hidden_size=8, num_layers=2, dropout=0.1)
+    model = RNNLM(11, config)
+    assert type(model.rnn) is core
+    logits, state = model(torch.randint(0, 11, (3, 5)))
+    assert logits.shape == (3, 5, 11)
+    states = state if cell == "lstm" else (state,)
+    assert [s.shape for s in states] == [(2, 3, 8)] * len(states)
+    assert all(
+        not s.requires_grad for s in (detached(state) if cell == "lstm" else (detached(state),))
+    )

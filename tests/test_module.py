@@ -14,7 +14,9 @@ from rnnlab.training.module import RNNLMModule
 from tests.conftest import quiet_trainer
 
 
-def make(tiny_corpus: Path, output: str = "softmax", **data) -> tuple[LMDataModule, RNNLMModule]:
+def make(
+    tiny_corpus: Path, output: str = "softmax", cell: str = "rnn", **data
+) -> tuple[LMDataModule, RNNLMModule]:
     dm = LMDataModule(path=str(tiny_corpus), **data)
     dm.setup("fit")
     torch.manual_seed(0)
@@ -24,6 +26,7 @@ def make(tiny_corpus: Path, output: str = "softmax", **data) -> tuple[LMDataModu
         hidden_size=16,
         sample_tokens=0,
         output=output,
+        cell=cell,
     )
     return dm, module
 
@@ -54,18 +57,22 @@ def test_val_ppl_is_exp_of_token_weighted_nll(tiny_corpus: Path, output: str):
     assert sum(batch_ppl) / len(batch_ppl) != pytest.approx(math.exp(loss), rel=1e-4)
 
 
-def test_training_carries_a_detached_state_between_batches(tiny_corpus: Path):
-    dm, module = make(tiny_corpus, batch_size=4, seq_len=10)
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_training_carries_a_detached_state_between_batches(cell: str, tiny_corpus: Path):
+    """Whatever the cell returns is carried: h, or the LSTM's pair (h, c)."""
+    dm, module = make(tiny_corpus, cell=cell, batch_size=4, seq_len=10)
     first, second = list(dm.train_dataloader())[:2]
     first_loss = module.training_step(first, 0).item()
     carried = module.train_hidden
-    assert carried is not None and not carried.requires_grad
+    tensors = list(carried) if cell == "lstm" else [carried]
+    assert len(tensors) == (2 if cell == "lstm" else 1)
+    assert all(t.shape == (1, 4, 16) and not t.requires_grad for t in tensors)
     loss = module.training_step(second, 1).item()
     with torch.no_grad():
         expected = module.net.loss(*second, carried)[0].item()
         fresh = module.net.loss(*second)[0].item()
     assert loss == pytest.approx(expected, rel=1e-6)
-    assert loss != pytest.approx(fresh, rel=1e-4)
+    assert loss != pytest.approx(fresh, rel=1e-5)
     assert module.training_step(first, 0).item() == pytest.approx(first_loss, rel=1e-6)
 
 

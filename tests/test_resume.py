@@ -102,6 +102,40 @@ def test_ctrl_c_saves_after_the_batch_and_says_how_to_resume(cli, root: Path, mo
     assert_same_run(root / "stopped", root / "whole")
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_gated_cell_resumes_exactly(cell: str, cli, root: Path, tmp_path: Path, monkeypatch):
+    """The LSTM's carried pair and the GRU's state go into checkpoints as plain tensors
+    (weights_only) and come back: a crash at step 40, resumed from step 35, ends where an
+    uninterrupted run does, on either backend."""
+    monkeypatch.chdir(tmp_path)
+    runs = {}
+    for name, extra in (
+        ("whole", []),
+        (
+            "crashed",
+            ["+callbacks.crash._target_=tests.signals.CrashAtStep", "+callbacks.crash.step=40"],
+        ),
+    ):
+        overrides = [
+            f"data.path={root / 'tiny.txt'}",
+            *RUN,
+            f"model.cell={cell}",
+            "model.backend=custom",
+            *extra,
+        ]
+        runs[name] = tmp_path / name
+        args = [*overrides, f"hydra.run.dir={runs[name]}", "logger=csv"]
+        result = cli("train", *args)
+        assert result.code == (1 if extra else 0), result.err[-3000:]
+    last = torch.load(runs["crashed"] / "checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 35
+    carried = last["rnnlab"]["train_hidden"]
+    assert all(isinstance(t, torch.Tensor) for t in (carried if cell == "lstm" else [carried]))
+    result = cli("train", f"resume={runs['crashed']}")
+    assert result.code == 0, result.err[-3000:]
+    assert_same_run(runs["crashed"], runs["whole"])
+
+
 def test_a_moved_run_resumes_where_it_is_now(cli, root: Path, tmp_path: Path, monkeypatch):
     """Its saved config names the old directory; the resumed run writes into the new one."""
     moved = tmp_path / "moved"

@@ -1,9 +1,13 @@
 """RNNLM: embedding -> recurrent core -> dropout -> output layer, and its settings.
 
-The recurrent core is ``torch.nn.RNN`` (``backend="builtin"``) or rnnlab's
-hand-written :class:`~rnnlab.nn.rnn.CustomRNN` (``backend="custom"``); both take the
-same arguments and hold the same parameters, so nothing else depends on which one
-runs. The model knows sizes, not data: the vocabulary size comes in as a number.
+The recurrent core is an Elman RNN, a GRU or an LSTM (``cell="rnn" | "gru" | "lstm"``),
+PyTorch's (``backend="builtin"``: ``torch.nn.RNN``, ``GRU``, ``LSTM``) or rnnlab's
+hand-written one (``backend="custom"``: :class:`~rnnlab.nn.rnn.CustomRNN`,
+:class:`~rnnlab.nn.gru.CustomGRU`, :class:`~rnnlab.nn.lstm.CustomLSTM`). Each pair takes
+the same arguments and holds the same parameters, and the state carried from one window
+to the next is whatever the core returns (a pair for the LSTM, see :func:`detached`), so
+nothing else depends on which one runs. The model knows sizes, not data: the vocabulary
+size comes in as a number.
 
 The output layer is a full softmax (``output="softmax"``, a linear decoder) or an
 adaptive softmax (``output="adaptive"``, :class:`torch.nn.AdaptiveLogSoftmaxWithLoss`,
@@ -17,8 +21,8 @@ Every setting lives in :class:`ModelConfig`, with its default and its check: the
 configs (``model.*``), the LightningModule and the run records all take them from there.
 
 Shapes: tokens ``(B, T)`` -> logits ``(B, T, V)`` (log-probabilities for the adaptive
-output); hidden ``(L, B, H)``. The core runs time-major, the layout both backends are
-fastest in.
+output); the state ``(L, B, H)``, or two of them for the LSTM. The core runs time-major,
+the layout both backends are fastest in.
 """
 
 from __future__ import annotations
@@ -33,7 +37,18 @@ from torch import nn
 
 from rnnlab.errors import UserError, check_choice, check_int, check_number
 from rnnlab.nn import BACKENDS
+from rnnlab.nn.gru import CustomGRU
+from rnnlab.nn.lstm import CustomLSTM
 from rnnlab.nn.rnn import BPTT_MODES, NONLINEARITIES, CustomRNN
+
+#: the recurrent cells, each PyTorch's (builtin) and rnnlab's hand-written one (custom)
+CORES: dict[str, dict[str, type[nn.Module]]] = {
+    "rnn": {"builtin": nn.RNN, "custom": CustomRNN},
+    "gru": {"builtin": nn.GRU, "custom": CustomGRU},
+    "lstm": {"builtin": nn.LSTM, "custom": CustomLSTM},
+}
+#: what a core carries from one window to the next: ``h``, or ``(h, c)`` for the LSTM
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 OUTPUTS = ("softmax", "adaptive")
 #: the head holds the 2,000 most frequent types; each further cluster is five times larger
@@ -57,7 +72,9 @@ class ModelConfig:
     vocabulary (the cutoffs) is checked by :meth:`for_vocab`.
     """
 
-    #: builtin (torch.nn.RNN) | custom (rnnlab.nn.rnn.CustomRNN, hand-written BPTT)
+    #: rnn (Elman) | gru | lstm
+    cell: str = "rnn"
+    #: builtin (torch.nn's) | custom (rnnlab.nn's, hand-written BPTT)
     backend: str = "builtin"
     #: custom backend only: manual (hand-written BPTT) | autograd (the same cell under autograd)
     bptt: str = "manual"
@@ -65,7 +82,7 @@ class ModelConfig:
     embedding_dim: int | None = None
     hidden_size: int = 256
     num_layers: int = 1
-    #: tanh | relu
+    #: rnn only: tanh | relu
     nonlinearity: str = "tanh"
     #: on the embedding and the core's output, and between layers
     dropout: float = 0.0
@@ -79,6 +96,7 @@ class ModelConfig:
     div_value: float = 4.0
 
     def __post_init__(self) -> None:
+        check_choice("model.cell", self.cell, tuple(CORES))
         check_choice("model.backend", self.backend, BACKENDS)
         check_choice("model.bptt", self.bptt, BPTT_MODES)
         check_choice("model.nonlinearity", self.nonlinearity, NONLINEARITIES)
@@ -136,16 +154,28 @@ class ModelConfig:
         return dataclasses.replace(self, embedding_dim=self.embedding_size, cutoffs=tuple(cutoffs))
 
     def recurrent_core(self) -> nn.Module:
-        """The layer stack of ``backend``; dropout acts only between its layers (both warn else)."""
-        dropout = self.dropout if self.num_layers > 1 else 0.0
-        args = (self.embedding_size, self.hidden_size, self.num_layers)
-        if self.backend == "builtin":
-            return nn.RNN(*args, nonlinearity=self.nonlinearity, dropout=dropout)
-        return CustomRNN(*args, nonlinearity=self.nonlinearity, dropout=dropout, bptt=self.bptt)
+        """The layer stack of ``cell`` and ``backend``; dropout acts only between its layers
+        (the cores warn otherwise)."""
+        options: dict[str, Any] = {"dropout": self.dropout if self.num_layers > 1 else 0.0}
+        if self.cell == "rnn":
+            options["nonlinearity"] = self.nonlinearity
+        if self.backend == "custom":
+            options["bptt"] = self.bptt
+        core = CORES[self.cell][self.backend]
+        return core(self.embedding_size, self.hidden_size, self.num_layers, **options)
+
+
+def detached(state: State) -> State:
+    """The carried state cut from the graph: truncated BPTT stops at the window's edge."""
+    return (
+        state.detach()
+        if isinstance(state, torch.Tensor)
+        else (state[0].detach(), state[1].detach())
+    )
 
 
 class RNNLM(nn.Module):
-    """An Elman-RNN language model whose recurrent core is chosen by ``config.backend``."""
+    """A recurrent language model whose core is chosen by ``config.cell`` and ``config.backend``."""
 
     def __init__(self, vocab_size: int, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -182,16 +212,16 @@ class RNNLM(nn.Module):
             nn.init.zeros_(self.decoder.bias)
 
     def features(
-        self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the output layer reads: ``(B, T, H)`` after dropout, and the new hidden state."""
+        self, tokens: torch.Tensor, hidden: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """What the output layer reads: ``(B, T, H)`` after dropout, and the new state."""
         emb = self.dropout(self.embedding(tokens.t()))  # (T, B, E)
-        output, hidden = self.rnn(emb, hidden)  # (T, B, H), (L, B, H)
+        output, hidden = self.rnn(emb, hidden)  # (T, B, H), (L, B, H) or a pair of them
         return self.dropout(output.transpose(0, 1)), hidden
 
     def forward(
-        self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, tokens: torch.Tensor, hidden: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         """Logits ``(B, T, V)`` over the whole vocabulary (for sampling and inspection)."""
         feats, hidden = self.features(tokens, hidden)
         if self.adaptive:
@@ -200,8 +230,8 @@ class RNNLM(nn.Module):
         return self.decoder(feats), hidden
 
     def loss(
-        self, tokens: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, tokens: torch.Tensor, targets: torch.Tensor, hidden: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         """Mean NLL of ``targets`` over the batch, without the full ``(B, T, V)`` for adaptive."""
         feats, hidden = self.features(tokens, hidden)
         flat, flat_targets = feats.reshape(-1, feats.size(-1)), targets.reshape(-1)

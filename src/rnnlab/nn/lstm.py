@@ -131,12 +131,12 @@ class LSTMBPTT(torch.autograd.Function):
         # e_t += g_t dk, da^{i,f,g} = e_t (p_i, p_f, p_g), da^o = g_t p_o.
         dk = o * (1 - ks * ks)
         p = torch.empty_like(gates)
-        for p_gate, value, gate in zip(
-            p.split(hidden, dim=2), (g, c_prev, i, ks), (i, f, g, o), strict=True
-        ):
-            derivative = 1 - gate * gate if gate is g else gate * (1 - gate)  # tanh' or sigmoid'
-            torch.mul(value, derivative, out=p_gate)
-        p_ifg, p_o = p.view(steps, batch, 4, hidden)[:, :, :3], p[..., 3 * hidden :]
+        p_i, p_f, p_g, p_o = p.split(hidden, dim=2)
+        torch.mul(g, i * (1 - i), out=p_i)
+        torch.mul(c_prev, f * (1 - f), out=p_f)
+        torch.mul(i, 1 - g * g, out=p_g)
+        torch.mul(ks, o * (1 - o), out=p_o)
+        p_ifg = p.view(steps, batch, 4, hidden)[:, :, :3]
         da = torch.empty_like(gates)  # the pre-activation deltas of every step
         da_ifg, da_o = da.view(steps, batch, 4, hidden)[:, :, :3], da[..., 3 * hidden :]
         dy, dk_s, p_ifg_s, p_o_s, da_ifg_s, da_o_s, da_s, f_s = _steps(

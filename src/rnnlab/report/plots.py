@@ -19,6 +19,8 @@ from rnnlab.nn import BACKENDS
 from rnnlab.report.tables import cell
 
 COLOURS = {"builtin": "tab:blue", "custom": "tab:orange"}
+#: with several cells in one report, a colour per cell (and the backend by line style)
+CELL_COLOURS = {"rnn": "tab:blue", "gru": "tab:green", "lstm": "tab:red"}
 #: custom dashed over builtin solid: where the backends agree, both lines stay visible
 STYLES = {"builtin": "-", "custom": "--"}
 #: (name, TensorBoard tag, x axis, y label): the curves plotted one line per run
@@ -29,19 +31,41 @@ CURVES = (
 )
 
 
+def colour(run: dict[str, Any], by_cell: bool) -> str:
+    """A run's line colour: its backend's, or its cell's when the report holds several."""
+    if by_cell:
+        return CELL_COLOURS.get(run["shown"].get("cell") or "rnn", "tab:gray")
+    return COLOURS[run["shown"]["backend"]]
+
+
+def legend(ax: Axes, cells: list[str]) -> None:
+    """Backends by line style (and colour, or the cells by colour when there are several)."""
+    by_cell = len(cells) > 1
+    handles = [
+        Line2D([], [], ls=STYLES[b], color="black" if by_cell else COLOURS[b], label=b)
+        for b in BACKENDS
+    ]
+    handles += [
+        Line2D([], [], color=CELL_COLOURS.get(c, "tab:gray"), label=c) for c in cells if by_cell
+    ]
+    ax.legend(handles=handles, title="cell, backend" if by_cell else "backend")
+
+
 def plot_curves(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
-    """One PNG per entry of :data:`CURVES`, a line per run coloured by backend.
+    """One PNG per entry of :data:`CURVES`, a line per run: backends by line style, cells by
+    colour when there are several (else the backends by colour too).
 
     Returns each PNG with the number of lines drawn on it: runs without TensorBoard
     scalars (``logger=csv``) draw none, and a plot without lines is still a valid image.
     """
+    present = {r["shown"].get("cell") or "rnn" for r in runs if r["status"] != "unreadable"}
+    cells = [c for c in CELL_COLOURS if c in present] + sorted(present - set(CELL_COLOURS))
     drawn = {}
     for name, tag, x_axis, label in CURVES:
         fig = Figure(figsize=(7, 4.5))
         ax = fig.subplots()
-        lines = sum(plot_run(ax, run, tag, x_axis) for run in runs)
-        handles = [Line2D([], [], ls=STYLES[b], color=COLOURS[b], label=b) for b in BACKENDS]
-        ax.legend(handles=handles, title="backend")
+        lines = sum(plot_run(ax, run, tag, x_axis, len(cells) > 1) for run in runs)
+        legend(ax, cells)
         ax.set_xlabel("training step" if x_axis == "step" else "wall-clock seconds")
         ax.set_ylabel(label)
         if tag == "val/ppl" and lines:
@@ -54,14 +78,15 @@ def plot_curves(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
     return drawn
 
 
-def plot_run(ax: Axes, run: dict[str, Any], tag: str, x_axis: str) -> bool:
+def plot_run(ax: Axes, run: dict[str, Any], tag: str, x_axis: str, by_cell: bool) -> bool:
     """One run's line of ``tag`` on ``ax``; False if it has no such scalars or no backend."""
     points = run["curves"].get(tag, [])
     backend = run["shown"].get("backend")
     if not points or backend not in BACKENDS:
         return False
     xs = [step if x_axis == "step" else wall - run["start"] for step, wall, _ in points]
-    ax.plot(xs, [v for *_, v in points], STYLES[backend], color=COLOURS[backend], lw=1.2)
+    line_colour = colour(run, by_cell)
+    ax.plot(xs, [v for *_, v in points], STYLES[backend], color=line_colour, lw=1.2)
     return True
 
 

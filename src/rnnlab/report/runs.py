@@ -26,6 +26,7 @@ from rnnlab.errors import UserError
 #: The hyperparameters every table shows, whether they vary or not, by the config key each
 #: stands for (metrics.json's ``hparams`` names them alike, for a run without config.yaml).
 SHOWN = {
+    "cell": "model.cell",
     "backend": "model.backend",
     "hidden_size": "model.hidden_size",
     "seq_len": "data.seq_len",

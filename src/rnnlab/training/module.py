@@ -26,7 +26,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from rnnlab.data.vocab import Vocab
-from rnnlab.nn.lm import RNNLM, ModelConfig
+from rnnlab.nn.lm import RNNLM, ModelConfig, State, detached
 from rnnlab.nn.sampling import sample_text
 from rnnlab.training.checkpoint import read_checkpoint, run_state
 from rnnlab.training.logging_steps import is_logging_step
@@ -64,16 +64,16 @@ class RNNLMModule(L.LightningModule):
         self.hparams.update(dataclasses.asdict(self.net.config))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.char_level = self.vocab.level == "char"
-        self.train_hidden: torch.Tensor | None = None
-        self.eval_hidden: torch.Tensor | None = None
+        self.train_hidden: State | None = None
+        self.eval_hidden: State | None = None
         self.val_nll = MeanMetric().set_dtype(torch.float64)
         self.test_nll = MeanMetric().set_dtype(torch.float64)
         #: the last full-precision loss of each evaluated split, and the best val loss
         self.losses: dict[str, float] = {}
 
     def forward(
-        self, tokens: torch.Tensor, hidden: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, tokens: torch.Tensor, hidden: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         return self.net(tokens, hidden)
 
     # -- training: one window per step, state carried and detached ------------------
@@ -84,7 +84,7 @@ class RNNLMModule(L.LightningModule):
         if batch_idx == 0:  # a new pass over the stream (a resumed epoch goes on where it was)
             self.train_hidden = None
         loss, hidden = self.net.loss(inputs, targets, self.train_hidden)
-        self.train_hidden = hidden.detach()
+        self.train_hidden = detached(hidden)
         if self._trainer is not None and is_logging_step(self.trainer):  # self.log syncs
             self.log("train/loss", loss, prog_bar=True)
         return loss
