@@ -1,6 +1,7 @@
-"""Speed of nn.RNN against CustomRNN (manual and autograd BPTT), on CPU or GPU.
+"""Speed of PyTorch's recurrent layers against rnnlab's (manual and autograd BPTT), per cell.
 
-Times, per configuration, one training step of the char-level language model
+For each cell (Elman RNN, GRU, LSTM) and configuration it times one training step of
+the char-level language model
 (forward, cross-entropy over the vocabulary, backward) and the recurrent layer
 alone (forward, backward of a fixed random output gradient). The variants run
 interleaved in one process, the order rotating every repetition, because the
@@ -9,7 +10,11 @@ after ``--warmup``. Throughput is given in GFLOP/s over the matrix products
 (input projection, recurrence, output layer; the backward counted as twice the
 forward) and as a fraction of a large float32 sgemm measured in the same run.
 
-    PYTHONPATH=src python scripts/bench_rnn.py --steps 20 --out bench_rnn.json
+    python scripts/bench_rnn.py --cells rnn gru lstm --steps 20 --out bench_rnn.json
+
+It also records which kernel PyTorch runs for each cell's training step (the profiler's op
+names): on CPU, nn.LSTM in float32 trains through oneDNN (``mkldnn_rnn_layer``), while
+nn.RNN and nn.GRU are ATen loops over per-step ops.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
-from rnnlab.nn.lm import RNNLM, ModelConfig
-from rnnlab.nn.rnn import CustomRNN
+from rnnlab.nn.lm import CORES, RNNLM, ModelConfig
+
+#: each cell's gates: how many H-wide products the input projection and recurrence hold
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,14 @@ VARIANTS = {
     "custom-manual": ("custom", "manual"),
     "custom-autograd": ("custom", "autograd"),
 }
-# Ratio custom-manual / builtin that the project aims for (full step / layer alone).
+# Ratio custom-manual / builtin that the project aims for, by (cell, config, part).
 GOALS = {
-    ("h128", "step"): 0.75,
-    ("h512", "step"): 0.95,
-    ("h1024", "step"): 0.95,
-    ("h128", "layer"): 0.6,
+    ("rnn", "h128", "step"): 0.75,
+    ("rnn", "h512", "step"): 0.95,
+    ("rnn", "h1024", "step"): 0.95,
+    ("rnn", "h128", "layer"): 0.6,
+    **{(cell, "h128", "step"): 0.8 for cell in ("gru", "lstm")},
+    **{(cell, "h512", "step"): 1.0 for cell in ("gru", "lstm")},
 }
 
 
@@ -91,20 +99,34 @@ def sgemm_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> f
     return 2 * size**3 / (statistics.median(times) * 1e-3) / 1e9
 
 
-def matmul_flops(config: Config, part: str) -> int:
+def pytorch_kernel(cell: str, device: torch.device) -> str:
+    """What PyTorch's own layer runs for a training step, from the profiler's op names."""
+    layer = CORES[cell]["builtin"](16, 16).to(device)
+    x = torch.randn(5, 2, 16, device=device, requires_grad=True)
+    with torch.profiler.profile() as profile:
+        layer(x)[0].sum().backward()
+    names = {event.name for event in profile.events()}
+    if "aten::mkldnn_rnn_layer" in names:
+        return "oneDNN (mkldnn_rnn_layer, fused forward and backward)"
+    if "aten::_cudnn_rnn" in names:
+        return "cuDNN (_cudnn_rnn)"
+    return "ATen loop (per-step ops; backward by autograd)"
+
+
+def matmul_flops(cell: str, config: Config, part: str) -> int:
     """FLOPs of one forward + backward (3x forward) of the products that dominate."""
     rows = config.batch * config.seq_len
-    forward = 2 * rows * config.hidden * config.hidden * 2  # input projection + recurrence
+    forward = 2 * rows * config.hidden * config.hidden * 2 * GATES[cell]  # input + recurrence
     if part == "step":
         forward += 2 * rows * config.hidden * config.vocab  # output layer
     return 3 * forward
 
 
-def lm_step(config: Config, variant: str, device: torch.device) -> Callable[[], None]:
+def lm_step(cell: str, config: Config, variant: str, device: torch.device) -> Callable[[], None]:
     """A closure running one training step of the language model."""
     backend, bptt = VARIANTS[variant]
     torch.manual_seed(0)
-    settings = ModelConfig(hidden_size=config.hidden, backend=backend, bptt=bptt)
+    settings = ModelConfig(cell=cell, hidden_size=config.hidden, backend=backend, bptt=bptt)
     model = RNNLM(config.vocab, settings).to(device)
     generator = torch.Generator().manual_seed(1)
     shape = (config.batch, config.seq_len)
@@ -119,14 +141,12 @@ def lm_step(config: Config, variant: str, device: torch.device) -> Callable[[], 
     return step
 
 
-def layer_step(config: Config, variant: str, device: torch.device) -> Callable[[], None]:
+def layer_step(cell: str, config: Config, variant: str, device: torch.device) -> Callable[[], None]:
     """A closure running forward and backward of the recurrent layer alone."""
     backend, bptt = VARIANTS[variant]
     torch.manual_seed(0)
-    if backend == "builtin":
-        rnn = nn.RNN(config.hidden, config.hidden).to(device)
-    else:
-        rnn = CustomRNN(config.hidden, config.hidden, bptt=bptt).to(device)
+    options = {"bptt": bptt} if backend == "custom" else {}
+    rnn = CORES[cell][backend](config.hidden, config.hidden, **options).to(device)
     generator = torch.Generator().manual_seed(1)
     shape = (config.seq_len, config.batch, config.hidden)
     x = torch.randn(shape, generator=generator).to(device).requires_grad_()
@@ -142,11 +162,11 @@ def layer_step(config: Config, variant: str, device: torch.device) -> Callable[[
 
 
 def measure(
-    config: Config, part: str, args: argparse.Namespace, device: torch.device
+    cell: str, config: Config, part: str, args: argparse.Namespace, device: torch.device
 ) -> dict[str, list[float]]:
     """Milliseconds per repetition and variant, variants interleaved in a rotating order."""
     build = lm_step if part == "step" else layer_step
-    runs = {variant: build(config, variant, device) for variant in VARIANTS}
+    runs = {variant: build(cell, config, variant, device) for variant in VARIANTS}
     times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     names = list(VARIANTS)
     for repetition in range(args.warmup + args.steps):
@@ -158,16 +178,19 @@ def measure(
     return times
 
 
-def result_rows(config: Config, part: str, times: dict[str, list[float]], ceiling: float):
+def result_rows(
+    cell: str, config: Config, part: str, times: dict[str, list[float]], ceiling: float
+):
     """One JSON-ready row per variant: median ms, ratio to builtin, throughput, goal."""
     medians = {variant: statistics.median(values) for variant, values in times.items()}
     for variant, values in times.items():
         ms = medians[variant]
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [ms, ms, ms]
-        gflops = matmul_flops(config, part) / (ms * 1e-3) / 1e9
+        gflops = matmul_flops(cell, config, part) / (ms * 1e-3) / 1e9
         ratio = ms / medians["builtin"]
-        goal = GOALS.get((config.name, part)) if variant == "custom-manual" else None
+        goal = GOALS.get((cell, config.name, part)) if variant == "custom-manual" else None
         yield {
+            "cell": cell,
             **asdict(config),
             "part": part,
             "variant": variant,
@@ -184,15 +207,16 @@ def result_rows(config: Config, part: str, times: dict[str, list[float]], ceilin
 
 def render(rows: list[dict]) -> Table:
     table = Table(title="training step (LM: forward, cross-entropy, backward) and layer alone")
-    columns = ["config", "V, H, B, T", "part", "variant", "ms", "ratio", "GFLOP/s", "of sgemm"]
-    for column in [*columns, "goal"]:
-        left = column in ("config", "part", "variant", "goal")
+    columns = ["cell", "config", "V, H, B, T", "part", "variant", "ms", "ratio", "GFLOP/s"]
+    for column in [*columns, "of sgemm", "goal"]:
+        left = column in ("cell", "config", "part", "variant", "goal")
         table.add_column(column, justify="left" if left else "right")
     for row in rows:
         goal = ""
         if row["goal"] is not None:
             goal = f"<= {row['goal']:.2f} {'ok' if row['meets_goal'] else 'MISSED'}"
         table.add_row(
+            row["cell"],
             row["name"],
             f"{row['vocab']}, {row['hidden']}, {row['batch']}, {row['seq_len']}",
             row["part"],
@@ -210,6 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed repetitions per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
+    parser.add_argument("--cells", nargs="+", choices=list(CORES), default=list(CORES))
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="bench_rnn.json", help="JSON file for the results")
@@ -223,13 +248,18 @@ def main() -> None:
         f"median of {args.steps} after {args.warmup} warm-up, variants interleaved"
     )
 
+    kernels = {cell: pytorch_kernel(cell, device) for cell in args.cells}
+    for cell, kernel in kernels.items():
+        console.print(f"PyTorch's {cell} trains with: {kernel}")
     rows = []
-    for name in args.configs:
-        config = CONFIGS[name]
-        ceiling = sgemm_gflops(device)  # again per config: the machine's speed drifts
-        console.print(f"{name}: sgemm 2048^3 at {ceiling:.1f} GFLOP/s")
-        for part in ("step", "layer"):
-            rows.extend(result_rows(config, part, measure(config, part, args, device), ceiling))
+    for cell in args.cells:
+        for name in args.configs:
+            config = CONFIGS[name]
+            ceiling = sgemm_gflops(device)  # again per config: the machine's speed drifts
+            console.print(f"{cell} {name}: sgemm 2048^3 at {ceiling:.1f} GFLOP/s")
+            for part in ("step", "layer"):
+                times = measure(cell, config, part, args, device)
+                rows.extend(result_rows(cell, config, part, times, ceiling))
     console.print(render(rows))
     ceilings = [row["sgemm_gflops"] for row in rows]
     if max(ceilings) > 1.25 * min(ceilings):
@@ -246,6 +276,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "steps": args.steps,
         "warmup": args.warmup,
+        "pytorch_kernels": kernels,
     }
     with open(args.out, "w") as handle:
         json.dump({"meta": meta, "results": rows}, handle, indent=2)
