@@ -14,7 +14,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_ddp_trains_validates_and_matches_a_single_process_evaluation(tmp_path: Path):
+@pytest.mark.parametrize(("cell", "backend"), [("rnn", "builtin"), ("lstm", "custom")])
+def test_ddp_trains_validates_and_matches_a_single_process_evaluation(
+    cell: str, backend: str, tmp_path: Path
+):
+    """The LSTM's carried pair and the hand-written backward go through DDP like the rest."""
     (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
     run = tmp_path / "run"
     data = [f"data.path={tmp_path / 'tiny.txt'}"]
@@ -24,6 +28,8 @@ def test_ddp_trains_validates_and_matches_a_single_process_evaluation(tmp_path: 
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
+        f"model.cell={cell}",
+        f"model.backend={backend}",
         *data,
         *small,
         f"hydra.run.dir={run}",

@@ -26,10 +26,12 @@ def events(directory: Path) -> EventAccumulator:
     return accumulator
 
 
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("backend", ["builtin", "custom"])
-def test_logged_norms_are_the_gradients_norms(backend: str, tmp_path: Path):
+def test_logged_norms_are_the_gradients_norms(cell: str, backend: str, tmp_path: Path):
+    """Same tags on both backends: the parameters are named as PyTorch names them."""
     vocab = Vocab.build(TINY_TEXT, "char")
-    module = RNNLMModule(vocab.to_dict(), backend=backend, hidden_size=16, num_layers=2)
+    module = RNNLMModule(vocab.to_dict(), cell=cell, backend=backend, hidden_size=16, num_layers=2)
     ids = torch.tensor(vocab.encode(TINY_TEXT[:200])).view(4, 50)
     module.net.loss(ids[:, :-1], ids[:, 1:])[0].backward()
     logger = TensorBoardLogger(tmp_path, name="", version="")
