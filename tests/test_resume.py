@@ -106,7 +106,8 @@ def test_ctrl_c_saves_after_the_batch_and_says_how_to_resume(cli, root: Path, mo
 def test_a_gated_cell_resumes_exactly(cell: str, cli, root: Path, tmp_path: Path, monkeypatch):
     """The LSTM's carried pair and the GRU's state go into checkpoints as plain tensors
     (weights_only) and come back: a crash at step 40, resumed from step 35, ends where an
-    uninterrupted run does, on either backend."""
+    uninterrupted run does (on the hand-written backend; the state is the same tensors on
+    PyTorch's)."""
     monkeypatch.chdir(tmp_path)
     runs = {}
     for name, extra in (
