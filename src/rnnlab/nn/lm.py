@@ -38,6 +38,7 @@ from torch import nn
 from rnnlab.errors import UserError, check_choice, check_int, check_number
 from rnnlab.nn import BACKENDS
 from rnnlab.nn.gru import CustomGRU
+from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
 from rnnlab.nn.lstm import CustomLSTM
 from rnnlab.nn.rnn import BPTT_MODES, NONLINEARITIES, CustomRNN
 
@@ -84,6 +85,10 @@ class ModelConfig:
     num_layers: int = 1
     #: rnn only: tanh | relu
     nonlinearity: str = "tanh"
+    #: pytorch (the cores' own) | orthogonal | identity (the IRNN with relu): see rnnlab.nn.init
+    recurrent_init: str = "pytorch"
+    #: orthogonal and identity only: every singular value of each W_hh block
+    recurrent_init_scale: float = 1.0
     #: on the embedding and the core's output, and between layers
     dropout: float = 0.0
     #: softmax only: the decoder shares the embedding matrix (needs embedding_dim == hidden_size)
@@ -101,6 +106,8 @@ class ModelConfig:
         check_choice("model.bptt", self.bptt, BPTT_MODES)
         check_choice("model.nonlinearity", self.nonlinearity, NONLINEARITIES)
         check_choice("model.output", self.output, OUTPUTS)
+        check_choice("model.recurrent_init", self.recurrent_init, RECURRENT_INITS)
+        check_number("model.recurrent_init_scale", self.recurrent_init_scale, 0, open_low=True)
         check_int("model.hidden_size", self.hidden_size, 1)
         check_int("model.num_layers", self.num_layers, 1)
         if self.embedding_dim is not None:
@@ -154,15 +161,17 @@ class ModelConfig:
         return dataclasses.replace(self, embedding_dim=self.embedding_size, cutoffs=tuple(cutoffs))
 
     def recurrent_core(self) -> nn.Module:
-        """The layer stack of ``cell`` and ``backend``; dropout acts only between its layers
-        (the cores warn otherwise)."""
+        """The layer stack of ``cell`` and ``backend``, its ``W_hh`` as ``recurrent_init`` says;
+        dropout acts only between its layers (the cores warn otherwise)."""
         options: dict[str, Any] = {"dropout": self.dropout if self.num_layers > 1 else 0.0}
         if self.cell == "rnn":
             options["nonlinearity"] = self.nonlinearity
         if self.backend == "custom":
             options["bptt"] = self.bptt
-        core = CORES[self.cell][self.backend]
-        return core(self.embedding_size, self.hidden_size, self.num_layers, **options)
+        layers = CORES[self.cell][self.backend]
+        core = layers(self.embedding_size, self.hidden_size, self.num_layers, **options)
+        init_recurrent(core, self.recurrent_init, self.recurrent_init_scale)
+        return core
 
 
 def detached(state: State) -> State:
