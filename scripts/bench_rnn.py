@@ -33,10 +33,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from rnnlab.nn.lm import CORES, RNNLM, ModelConfig
-
-#: each cell's gates: how many H-wide products the input projection and recurrence hold
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+from rnnlab.nn.lm import CORES, GATES, RNNLM, ModelConfig
 
 
 @dataclass(frozen=True)

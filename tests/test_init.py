@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from rnnlab.errors import UserError
-from rnnlab.nn.lm import RNNLM, ModelConfig
+from rnnlab.nn.lm import CORES, GATES, RNNLM, ModelConfig
 
-CELLS = ("rnn", "gru", "lstm")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+CELLS = tuple(CORES)
 
 
 def model(cell: str, backend: str, **settings) -> RNNLM:

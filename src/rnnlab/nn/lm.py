@@ -48,6 +48,8 @@ CORES: dict[str, dict[str, type[nn.Module]]] = {
     "gru": {"builtin": nn.GRU, "custom": CustomGRU},
     "lstm": {"builtin": nn.LSTM, "custom": CustomLSTM},
 }
+#: how many H-wide gate blocks each cell stacks in its weights (W_ih, W_hh: (G*H, .))
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 #: what a core carries from one window to the next: ``h``, or ``(h, c)`` for the LSTM
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 

@@ -31,11 +31,18 @@ CURVES = (
 )
 
 
+def cell_of(run: dict[str, Any]) -> str:
+    """A run's cell; runs from before ``model.cell`` existed are Elman RNNs."""
+    return run["shown"].get("cell") or "rnn"
+
+
+def cell_colour(cell: str) -> str:
+    return CELL_COLOURS.get(cell, "tab:gray")
+
+
 def colour(run: dict[str, Any], by_cell: bool) -> str:
     """A run's line colour: its backend's, or its cell's when the report holds several."""
-    if by_cell:
-        return CELL_COLOURS.get(run["shown"].get("cell") or "rnn", "tab:gray")
-    return COLOURS[run["shown"]["backend"]]
+    return cell_colour(cell_of(run)) if by_cell else COLOURS[run["shown"]["backend"]]
 
 
 def legend(ax: Axes, cells: list[str]) -> None:
@@ -45,9 +52,7 @@ def legend(ax: Axes, cells: list[str]) -> None:
         Line2D([], [], ls=STYLES[b], color="black" if by_cell else COLOURS[b], label=b)
         for b in BACKENDS
     ]
-    handles += [
-        Line2D([], [], color=CELL_COLOURS.get(c, "tab:gray"), label=c) for c in cells if by_cell
-    ]
+    handles += [Line2D([], [], color=cell_colour(c), label=c) for c in cells if by_cell]
     ax.legend(handles=handles, title="cell, backend" if by_cell else "backend")
 
 
@@ -58,7 +63,7 @@ def plot_curves(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
     Returns each PNG with the number of lines drawn on it: runs without TensorBoard
     scalars (``logger=csv``) draw none, and a plot without lines is still a valid image.
     """
-    present = {r["shown"].get("cell") or "rnn" for r in runs if r["status"] != "unreadable"}
+    present = {cell_of(r) for r in runs if r["status"] != "unreadable"}
     cells = [c for c in CELL_COLOURS if c in present] + sorted(present - set(CELL_COLOURS))
     drawn = {}
     for name, tag, x_axis, label in CURVES:
