@@ -113,7 +113,7 @@ def pytorch_kernel(cell: str, device: torch.device) -> str:
 def matmul_flops(cell: str, config: Config, part: str) -> int:
     """FLOPs of one forward + backward (3x forward) of the products that dominate."""
     rows = config.batch * config.seq_len
-    forward = 2 * rows * config.hidden * config.hidden * 2 * GATES[cell]  # input + recurrence
+    forward = 2 * rows * config.hidden * config.hidden * 2 * len(GATES[cell])  # input + recurrence
     if part == "step":
         forward += 2 * rows * config.hidden * config.vocab  # output layer
     return 3 * forward

@@ -21,7 +21,7 @@ def test_orthogonal_blocks_have_every_singular_value_the_scale(cell: str):
     for layer in range(2):
         weight = getattr(net.rnn, f"weight_hh_l{layer}").double()
         blocks = weight.split(16)
-        assert len(blocks) == GATES[cell]
+        assert len(blocks) == len(GATES[cell])
         for block in blocks:
             torch.testing.assert_close(
                 torch.linalg.svdvals(block),
@@ -35,7 +35,7 @@ def test_orthogonal_blocks_have_every_singular_value_the_scale(cell: str):
 def test_identity_blocks_are_scaled_identities(cell: str):
     net = model(cell, "builtin", recurrent_init="identity", recurrent_init_scale=0.5)
     weight = net.rnn.weight_hh_l1
-    assert torch.equal(weight, 0.5 * torch.eye(16).repeat(GATES[cell], 1))
+    assert torch.equal(weight, 0.5 * torch.eye(16).repeat(len(GATES[cell]), 1))
     biases_zero = torch.count_nonzero(net.rnn.bias_hh_l0) == 0
     assert biases_zero == (cell == "rnn")  # the IRNN's zero biases, an Elman core's only
 

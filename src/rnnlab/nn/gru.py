@@ -64,7 +64,7 @@ def _steps(*tensors: Tensor) -> list[tuple[Tensor, ...]]:
     return [t.unbind(0) for t in tensors]
 
 
-def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
+def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
     """``a_t`` for every step in one product, with ``b_hh``'s r and z parts folded in: (T, B, 3H).
 
     ``s_t^n`` must keep its own bias (``r_t`` multiplies it), so only r and z take it here.
@@ -101,7 +101,7 @@ class GRUBPTT(torch.autograd.Function):
         x = x.contiguous()
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
         # the input pre-activations, turned gate by gate into r, z and n as the steps go
-        gates = _input_projection(x, w_ih, b_ih, b_hh)
+        gates = input_projection(x, w_ih, b_ih, b_hh)
         # s_t, whose r and z parts lack b_hh (folded into gates): only s^n is needed later
         s = x.new_empty(steps, batch, 3 * hidden)
         s_bias = (
@@ -173,20 +173,29 @@ class GRUBPTT(torch.autograd.Function):
 
 def gru_layer_autograd(x: Tensor, h0: Tensor, weights: Weights) -> tuple[Tensor, Tensor]:
     """The same layer as :class:`GRUBPTT`, unrolled under autograd (``unbind``, never ``x[t]``)."""
-    w_ih, w_hh, b_ih, b_hh = weights
     h = h0
     hs = []
-    for a in _input_projection(x, w_ih, b_ih, b_hh).unbind(0):
-        s = torch.mm(h, w_hh.t())
-        a_r, a_z, a_n = a.chunk(3, dim=1)
-        s_r, s_z, s_n = s.chunk(3, dim=1)
-        if b_hh is not None:
-            s_n = s_n + b_hh.chunk(3)[2]
-        r, z = torch.sigmoid(a_r + s_r), torch.sigmoid(a_z + s_z)
-        n = torch.tanh(a_n + r * s_n)
-        h = n + z * (h - n)
+    for a in input_projection(x, weights[0], weights[2], weights[3]).unbind(0):
+        h, _ = gru_step(a, h, weights)
         hs.append(h)
     return torch.stack(hs), h
+
+
+def gru_step(a: Tensor, h: Tensor, weights: Weights) -> tuple[Tensor, dict[str, Tensor]]:
+    """One step from ``h_{t-1}`` to ``h_t``, ``a`` a step of :func:`input_projection`.
+
+    Returns the new state and the gates ``r``, ``z`` and the candidate ``n`` by name,
+    which is what :mod:`rnnlab.nn.dynamics` reads saturation from.
+    """
+    b_hh = weights[3]
+    s = torch.mm(h, weights[1].t())
+    a_r, a_z, a_n = a.chunk(3, dim=1)
+    s_r, s_z, s_n = s.chunk(3, dim=1)
+    if b_hh is not None:
+        s_n = s_n + b_hh.chunk(3)[2]
+    r, z = torch.sigmoid(a_r + s_r), torch.sigmoid(a_z + s_z)
+    n = torch.tanh(a_n + r * s_n)
+    return n + z * (h - n), {"r": r, "z": z, "n": n}
 
 
 def gru_layer_manual(x: Tensor, h0: Tensor, weights: Weights) -> tuple[Tensor, Tensor]:

@@ -48,8 +48,8 @@ CORES: dict[str, dict[str, type[nn.Module]]] = {
     "gru": {"builtin": nn.GRU, "custom": CustomGRU},
     "lstm": {"builtin": nn.LSTM, "custom": CustomLSTM},
 }
-#: how many H-wide gate blocks each cell stacks in its weights (W_ih, W_hh: (G*H, .))
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+#: the H-wide gate blocks each cell stacks in its weights, in order (W_ih, W_hh: (G*H, .))
+GATES = {"rnn": ("h",), "gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
 #: what a core carries from one window to the next: ``h``, or ``(h, c)`` for the LSTM
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -239,6 +239,16 @@ class RNNLM(nn.Module):
             flat = self.decoder.log_prob(feats.reshape(-1, feats.size(-1)))
             return flat.view(*feats.shape[:2], -1), hidden
         return self.decoder(feats), hidden
+
+    def log_probs(self, feats: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the next token over the whole vocabulary: ``(..., H) -> (..., V)``.
+
+        For probes and inspection, which read probabilities, not logits.
+        """
+        if self.adaptive:
+            flat = self.decoder.log_prob(feats.reshape(-1, feats.size(-1)))
+            return flat.view(*feats.shape[:-1], -1)
+        return F.log_softmax(self.decoder(feats), dim=-1)
 
     def loss(
         self, tokens: torch.Tensor, targets: torch.Tensor, hidden: State | None = None

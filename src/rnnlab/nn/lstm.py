@@ -65,7 +65,7 @@ def _steps(*tensors: Tensor) -> list[tuple[Tensor, ...]]:
     return [t.unbind(0) for t in tensors]
 
 
-def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
+def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
     """``x_t W_ih^T + b_ih + b_hh`` for every step in one product: (T, B, 4H)."""
     steps, batch, _ = x.shape
     projected = torch.mm(x.reshape(steps * batch, -1), w_ih.t())
@@ -97,7 +97,7 @@ class LSTMBPTT(torch.autograd.Function):
         x = x.contiguous()
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
         # the pre-activations without their recurrent term; each step adds it, then squashes
-        gates = _input_projection(x, w_ih, b_ih, b_hh)
+        gates = input_projection(x, w_ih, b_ih, b_hh)
         hs, cs, ks = (x.new_empty(steps, batch, hidden) for _ in range(3))
         w_hh_t = w_hh.t()
         h, c = h0, c0
@@ -172,15 +172,26 @@ class LSTMBPTT(torch.autograd.Function):
 
 def lstm_layer_autograd(x: Tensor, state: State, weights: Weights) -> tuple[Tensor, State]:
     """The same layer as :class:`LSTMBPTT`, unrolled under autograd (``unbind``, never ``x[t]``)."""
-    w_ih, w_hh, b_ih, b_hh = weights
-    h, c = state
     hs = []
-    for a in _input_projection(x, w_ih, b_ih, b_hh).unbind(0):
-        a_i, a_f, a_g, a_o = torch.addmm(a, h, w_hh.t()).chunk(4, dim=1)
-        c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
-        h = torch.sigmoid(a_o) * torch.tanh(c)
-        hs.append(h)
-    return torch.stack(hs), (h, c)
+    for a in input_projection(x, weights[0], weights[2], weights[3]).unbind(0):
+        state, _ = lstm_step(a, state, weights)
+        hs.append(state[0])
+    return torch.stack(hs), state
+
+
+def lstm_step(a: Tensor, state: State, weights: Weights) -> tuple[State, dict[str, Tensor]]:
+    """One step from ``(h_{t-1}, c_{t-1})`` to ``(h_t, c_t)``, ``a`` a step of
+    :func:`input_projection`.
+
+    Returns the new state and the gates ``i``, ``f``, ``g``, ``o`` and ``tanh_c``
+    (``tanh(c_t)``) by name, which is what :mod:`rnnlab.nn.dynamics` reads saturation from.
+    """
+    h, c = state
+    i, f, g, o = torch.addmm(a, h, weights[1].t()).chunk(4, dim=1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    tanh_c = torch.tanh(c)
+    return (o * tanh_c, c), {"i": i, "f": f, "g": g, "o": o, "tanh_c": tanh_c}
 
 
 def lstm_layer_manual(x: Tensor, state: State, weights: Weights) -> tuple[Tensor, State]:

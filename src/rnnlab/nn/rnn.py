@@ -52,7 +52,7 @@ NONLINEARITIES = ("tanh", "relu")
 BPTT_MODES = ("manual", "autograd")
 
 
-def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
+def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
     """``x_t W_ih^T + b_ih + b_hh`` for every step in one product: (T, B, H).
 
     Both biases are folded in here so that each step is a single ``addmm``.
@@ -121,7 +121,7 @@ class ElmanBPTT(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         x = x.contiguous()
         # z_t without its recurrent term; each step adds that term and applies phi in place.
-        hs = _input_projection(x, w_ih, b_ih, b_hh)
+        hs = input_projection(x, w_ih, b_ih, b_hh)
         w_hh_t = w_hh.t()
         h_prev = h0
         for h_t in hs.unbind(0):
@@ -166,15 +166,25 @@ def elman_layer_autograd(
     Looping over ``unbind`` (not ``x[t]``) matters: indexing makes autograd
     write a full-size zero tensor per step in the backward.
     """
-    w_ih, w_hh, b_ih, b_hh = weights
-    activation = torch.tanh if nonlinearity == "tanh" else torch.relu
-    w_hh_t = w_hh.t()
     h = h0
     hs = []
-    for z_t in _input_projection(x, w_ih, b_ih, b_hh).unbind(0):
-        h = activation(torch.addmm(z_t, h, w_hh_t))
+    for z_t in input_projection(x, weights[0], weights[2], weights[3]).unbind(0):
+        h, _ = elman_step(z_t, h, weights, nonlinearity)
         hs.append(h)
     return torch.stack(hs), h
+
+
+def elman_step(
+    z_t: Tensor, h: Tensor, weights: Weights, nonlinearity: str
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One step ``h_t = phi(z_t + h_{t-1} W_hh^T)``, ``z_t`` from :func:`input_projection`.
+
+    Returns the new state and the cell's activations by name (here only ``h``), which
+    is what :mod:`rnnlab.nn.dynamics` reads saturation from.
+    """
+    activation = torch.tanh if nonlinearity == "tanh" else torch.relu
+    h = activation(torch.addmm(z_t, h, weights[1].t()))
+    return h, {"h": h}
 
 
 def elman_layer_manual(

@@ -1,0 +1,230 @@
+r"""Probes of a language model's recurrent dynamics: why it learns or fails.
+
+Every probe unrolls the model's own core over one window of tokens, step by step,
+through the cell's step function (:func:`~rnnlab.nn.rnn.elman_step`,
+:func:`~rnnlab.nn.gru.gru_step`, :func:`~rnnlab.nn.lstm.lstm_step`) with the core's
+parameters read by their PyTorch names. So the numbers are the same whichever backend
+holds the weights, and every step's state is a node of the graph. The window starts
+from a zero state and runs without dropout (the model's deterministic dynamics).
+
+Shapes, noted once: tokens ``(B, T)``; per layer ``k`` the states ``h_t^k`` ``(B, H)``
+for ``t = 0 .. T`` (``h_0`` the zero start); ``G`` the gate blocks of the cell.
+
+- **gradient through time** (:func:`gradient_through_time`): with ``l_T^b`` the loss of
+  example ``b`` at the window's last position, ``g^k[j] = mean_b ||dl_T^b / dh_{T-j}^k||``
+  for lags ``j = 0 .. T``: how much the last prediction still depends on the state ``j``
+  steps back. For the LSTM ``h`` is the output half of the state (``c`` held fixed);
+  :func:`reach` is the lag at which ``g`` first falls below ``1e-3`` of ``g[0]``;
+- **recurrent spectrum** (:func:`recurrent_spectrum`): largest singular value and
+  spectral radius of each gate's ``(H, H)`` block of ``W_hh``;
+- **step Jacobian** (:func:`step_jacobian_norm`): the mean over the window of the
+  spectral norm of ``d s_t / d s_{t-1}`` (``s = h``, or ``(h, c)`` for the LSTM), by power
+  iteration with Jacobian-vector products: above 1 a perturbation grows per step, below 1
+  it fades;
+- **saturation** (:func:`saturation`): the share of tanh units with ``|a| > 0.99``, of
+  relu units that never fire over the window, and of sigmoid gates below 0.01 or above
+  0.99, for each activation the step function names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import Tensor
+from torch.func import jvp, vjp
+
+from rnnlab.nn import gru, lstm, rnn
+from rnnlab.nn.lm import GATES, RNNLM, State
+
+#: what saturation means for each activation a step function names (``h``: the nonlinearity)
+ACTIVATION_KINDS = {
+    "r": "sigmoid",
+    "z": "sigmoid",
+    "n": "tanh",
+    "i": "sigmoid",
+    "f": "sigmoid",
+    "g": "tanh",
+    "o": "sigmoid",
+    "tanh_c": "tanh",
+}
+#: the gradient's reach ends where it falls below this share of its value at lag 0
+REACH_THRESHOLD = 1e-3
+#: where :func:`saturation` calls a unit saturated
+TANH_SATURATED, SIGMOID_LOW, SIGMOID_HIGH = 0.99, 0.01, 0.99
+
+Step = Callable[[Tensor, State, tuple], tuple[State, dict[str, Tensor]]]
+
+
+@dataclasses.dataclass
+class Trace:
+    """One window unrolled: per layer its input projections ``(T, B, G*H)``, its states
+    ``s_0 .. s_T`` and its named activations ``(T, B, H)``; the log-probabilities
+    ``(B, T, V)`` the top layer's states give."""
+
+    projections: list[Tensor]
+    states: list[list[State]]
+    activations: list[dict[str, Tensor]]
+    log_probs: Tensor
+
+    def hidden(self, layer: int) -> list[Tensor]:
+        """``h_0 .. h_T`` of ``layer`` (the output half of an LSTM's state)."""
+        return [s if isinstance(s, Tensor) else s[0] for s in self.states[layer]]
+
+
+def cell_functions(model: RNNLM) -> tuple[Callable[..., Tensor], Step]:
+    """The cell's input projection and step function, as its hand-written layer uses them."""
+    cell = model.config.cell
+    if cell == "rnn":
+        return rnn.input_projection, partial(rnn.elman_step, nonlinearity=model.config.nonlinearity)
+    if cell == "gru":
+        return gru.input_projection, gru.gru_step
+    return lstm.input_projection, lstm.lstm_step
+
+
+def layer_weights(model: RNNLM, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """``(W_ih, W_hh, b_ih, b_hh)`` of a layer, by the names both backends share."""
+    core = model.rnn
+    return (
+        getattr(core, f"weight_ih_l{layer}"),
+        getattr(core, f"weight_hh_l{layer}"),
+        getattr(core, f"bias_ih_l{layer}", None),
+        getattr(core, f"bias_hh_l{layer}", None),
+    )
+
+
+def zero_state(model: RNNLM, batch: int, like: Tensor) -> State:
+    """A zero start that requires grad, so that ``dl/dh_0`` is defined too."""
+    h = like.new_zeros(batch, model.config.hidden_size).requires_grad_()
+    if model.config.cell == "lstm":
+        return h, like.new_zeros(batch, model.config.hidden_size).requires_grad_()
+    return h
+
+
+def trace(model: RNNLM, tokens: Tensor) -> Trace:
+    """Unroll ``model`` over ``tokens`` ``(B, T)`` from a zero state, keeping every step."""
+    project, step = cell_functions(model)
+    x = model.embedding(tokens.t())  # (T, B, E)
+    projections, states, activations = [], [], []
+    for layer in range(model.config.num_layers):
+        weights = layer_weights(model, layer)
+        a = project(x, weights[0], weights[2], weights[3])  # (T, B, G*H)
+        state, layer_states, layer_acts = zero_state(model, x.shape[1], x), [], []
+        layer_states.append(state)
+        for a_t in a.unbind(0):
+            state, acts = step(a_t, state, weights)
+            layer_states.append(state)
+            layer_acts.append(acts)
+        projections.append(a)
+        states.append(layer_states)
+        activations.append({k: torch.stack([s[k] for s in layer_acts]) for k in layer_acts[0]})
+        x = torch.stack(
+            [s if isinstance(s, Tensor) else s[0] for s in layer_states[1:]]
+        )  # (T, B, H): the next layer's input
+    return Trace(projections, states, activations, model.log_probs(x.transpose(0, 1)))
+
+
+def last_token_loss(tr: Trace, targets: Tensor) -> Tensor:
+    """``sum_b l_T^b``: summed, not averaged, so each example's gradient is its own loss's."""
+    return -tr.log_probs[:, -1].gather(1, targets[:, -1:]).sum()
+
+
+def gradient_through_time(tr: Trace, targets: Tensor) -> Tensor:
+    """``g[k, j] = mean_b ||dl_T^b / dh_{T-j}^k||`` for each layer ``k``, lag ``j = 0 .. T``:
+    ``(L, T + 1)``. ``tr`` must have been traced with grad enabled."""
+    hidden = [tr.hidden(layer) for layer in range(len(tr.states))]
+    flat = [h for layer in hidden for h in layer]
+    grads = torch.autograd.grad(last_token_loss(tr, targets), flat, allow_unused=True)
+    norms = [
+        torch.zeros(h.shape[0], dtype=h.dtype, device=h.device) if g is None else g.norm(dim=1)
+        for g, h in zip(grads, flat, strict=True)
+    ]  # a state nothing reads (none here, but autograd cannot know) gets no gradient
+    per_step = torch.stack(norms).view(len(hidden), len(hidden[0]), -1).mean(-1)  # by time
+    return per_step.flip(1).detach()  # (L, T+1) by lag
+
+
+def reach(g: Tensor, threshold: float = REACH_THRESHOLD) -> int:
+    """The first lag at which ``g`` (one layer's, by lag) falls below ``threshold * g[0]``;
+    the window's length ``T`` when it never does there (the reach is at least ``T``)."""
+    below = (g < threshold * g[0]).nonzero()
+    return int(below[0]) if len(below) else len(g) - 1
+
+
+def recurrent_spectrum(model: RNNLM) -> list[dict[str, tuple[float, float]]]:
+    """Per layer, each gate block's ``(largest singular value, spectral radius)`` of ``W_hh``."""
+    hidden, names = model.config.hidden_size, GATES[model.config.cell]
+    spectra = []
+    with torch.no_grad():
+        for layer in range(model.config.num_layers):
+            blocks = layer_weights(model, layer)[1].split(hidden)
+            spectra.append(
+                {
+                    name: (
+                        float(torch.linalg.matrix_norm(w, ord=2)),
+                        float(torch.linalg.eigvals(w).abs().max()),
+                    )
+                    for name, w in zip(names, blocks, strict=True)
+                }
+            )
+    return spectra
+
+
+def step_jacobian_norm(model: RNNLM, tr: Trace, iterations: int = 20, seed: int = 0) -> list[float]:
+    """Per layer, the mean over the window's ``T * B`` steps of ``||d s_t / d s_{t-1}||_2``.
+
+    Each step's Jacobian is its own: the steps are stacked as one batch of ``T * B``
+    rows, and each row's vector is normalised on its own, so one power iteration runs
+    them all. Starts from a private generator's draw: the global random state is untouched.
+    """
+    _, step = cell_functions(model)
+    lstm_state = model.config.cell == "lstm"
+    hidden = model.config.hidden_size
+    generator = torch.Generator().manual_seed(seed)
+    norms = []
+    for layer, a in enumerate(tr.projections):
+        weights = tuple(None if w is None else w.detach() for w in layer_weights(model, layer))
+        a_flat = a.detach().reshape(-1, a.shape[-1])  # (T*B, G*H)
+        previous = tr.states[layer][:-1]
+        if lstm_state:
+            s = torch.cat(
+                [torch.stack([h for h, _ in previous]), torch.stack([c for _, c in previous])], -1
+            )
+        else:
+            s = torch.stack(previous)
+        s = s.detach().reshape(a_flat.shape[0], -1)  # (T*B, H), or (T*B, 2H) for (h, c)
+
+        def f(state: Tensor, a_flat: Tensor = a_flat, weights: tuple = weights) -> Tensor:
+            carried = state.split(hidden, dim=1) if lstm_state else state
+            new, _ = step(a_flat, tuple(carried) if lstm_state else carried, weights)
+            return torch.cat(new, 1) if lstm_state else new
+
+        v = torch.randn(s.shape, generator=generator, dtype=torch.float64).to(s)
+        _, pullback = vjp(f, s)
+        for _ in range(iterations):
+            v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+            (w,) = pullback(jvp(f, (s,), (v,))[1])  # J^T J v
+            v = w
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+        norms.append(float(jvp(f, (s,), (v,))[1].norm(dim=1).mean()))
+    return norms
+
+
+def saturation(model: RNNLM, tr: Trace) -> list[dict[str, float]]:
+    """Per layer, the share of each named activation that is saturated (see module doc)."""
+    shares = []
+    for acts in tr.activations:
+        layer: dict[str, float] = {}
+        for name, a in acts.items():
+            kind = model.config.nonlinearity if name == "h" else ACTIVATION_KINDS[name]
+            a = a.detach()
+            if kind == "tanh":
+                share = (a.abs() > TANH_SATURATED).double().mean()
+            elif kind == "relu":
+                share = (~(a > 0).flatten(0, 1).any(0)).double().mean()  # never fired, per unit
+            else:
+                share = ((a < SIGMOID_LOW) | (a > SIGMOID_HIGH)).double().mean()
+            layer[name] = float(share)
+        shares.append(layer)
+    return shares
