@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 from rnnlab.cli.train import train
 from rnnlab.errors import UserError
 from rnnlab.nn.lm import GATES
+from rnnlab.report.compare import compare
 from rnnlab.training.callbacks.dynamics import DynamicsMonitor
 from tests.conftest import TINY_RUN, compose_train
 
@@ -87,3 +88,15 @@ def test_a_short_validation_split_shrinks_the_window(tiny_corpus: Path, tmp_path
 def test_bad_settings_get_one_sentence():
     with pytest.raises(UserError, match="callbacks.dynamics_monitor.window must be"):
         DynamicsMonitor(window=0)
+
+
+def test_the_compare_report_shows_the_final_reach_and_its_curve(tiny_corpus: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    train(compose_train([f"data.path={tiny_corpus}", *RUN, "model.num_layers=1"], output_dir=run))
+    report = compare([run], tmp_path / "report", verbose=False)
+    last = events(run / "tensorboard").Scalars("dynamics/reach/l0")[-1].value
+    assert report["runs"][0]["grad_reach"] == last
+    assert report["lines"]["gradient_reach_by_step"] == 1
+    assert (tmp_path / "report/gradient_reach_by_step.png").is_file()
+    header = (tmp_path / "report/comparison.csv").read_text().splitlines()[0]
+    assert "grad_reach" in header.split(",")

@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter
 
 from rnnlab.atomic import write_atomically
 from rnnlab.nn import BACKENDS
-from rnnlab.report.tables import cell
+from rnnlab.report.tables import REACH_TAG, cell
 
 COLOURS = {"builtin": "tab:blue", "custom": "tab:orange"}
 #: with several cells in one report, a colour per cell (and the backend by line style)
@@ -29,6 +29,8 @@ CURVES = (
     ("val_ppl_by_time", "val/ppl", "seconds", "val perplexity"),
     ("train_loss_by_step", "train/loss", "step", "train loss (nats/token)"),
 )
+#: drawn too when a run probed its dynamics (callbacks=dynamics)
+REACH_CURVE = ("gradient_reach_by_step", REACH_TAG, "step", "gradient reach, layer 0 (steps)")
 
 
 def cell_of(run: dict[str, Any]) -> str:
@@ -57,16 +59,18 @@ def legend(ax: Axes, cells: list[str]) -> None:
 
 
 def plot_curves(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
-    """One PNG per entry of :data:`CURVES`, a line per run: backends by line style, cells by
-    colour when there are several (else the backends by colour too).
+    """One PNG per entry of :data:`CURVES` (and :data:`REACH_CURVE` when a run has it), a
+    line per run: backends by line style, cells by colour when there are several (else the
+    backends by colour too).
 
     Returns each PNG with the number of lines drawn on it: runs without TensorBoard
     scalars (``logger=csv``) draw none, and a plot without lines is still a valid image.
     """
     present = {cell_of(r) for r in runs if r["status"] != "unreadable"}
     cells = [c for c in CELL_COLOURS if c in present] + sorted(present - set(CELL_COLOURS))
+    probed = any(REACH_TAG in run.get("curves", {}) for run in runs)
     drawn = {}
-    for name, tag, x_axis, label in CURVES:
+    for name, tag, x_axis, label in (*CURVES, REACH_CURVE) if probed else CURVES:
         fig = Figure(figsize=(7, 4.5))
         ax = fig.subplots()
         lines = sum(plot_run(ax, run, tag, x_axis, len(cells) > 1) for run in runs)

@@ -11,6 +11,9 @@ from typing import Any
 
 from rnnlab.report.runs import SHOWN
 
+#: the gradient's reach in steps, of layer 0, that callbacks=dynamics logs
+REACH_TAG = "dynamics/reach/l0"
+
 #: One row per run: its identity, what it was, and the numbers it ended with.
 RUN_COLUMNS = (
     "run",
@@ -21,6 +24,7 @@ RUN_COLUMNS = (
     "best_val_ppl",
     "val_bpc",
     "test_ppl",
+    "grad_reach",
     "tokens_per_sec",
     "wall_seconds",
     "num_params",
@@ -42,6 +46,9 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
     """The :data:`RUN_COLUMNS` of a run (missing numbers left out)."""
     row = {key: run.get(key) for key in ("run", "status", "overrides", "error")}
     row.update(run["shown"])
+    reaches = run.get("curves", {}).get(REACH_TAG)
+    if reaches:
+        row["grad_reach"] = reaches[-1][2]  # at the end of training
     metrics = run["metrics"]
     if metrics:
         row.update(
