@@ -115,6 +115,18 @@ def check_sample(cfg: DictConfig) -> None:
     check_checkpoint_options(cfg)
 
 
+def check_inspect(cfg: DictConfig) -> None:
+    """rnnlab-inspect's options (the layer and units against the model: in the command)."""
+    if not isinstance(cfg.text, str):
+        raise UserError(f"text must be a string or a file's path, got {cfg.text!r}.")
+    check_int("layer", cfg.layer, -1)
+    units = cfg.units
+    if units is not None and (isinstance(units, int) or not all(isinstance(u, int) for u in units)):
+        raise UserError(f"units must be a list of unit ids like [3,17], got {cfg.units!r}.")
+    check_option("unknown", cfg.unknown, ("error", "unk"))
+    check_checkpoint_options(cfg)
+
+
 def check_eval(cfg: DictConfig) -> None:
     """rnnlab-eval's options."""
     check_option("split", cfg.split, ("val", "test"))
