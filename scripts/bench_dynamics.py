@@ -58,7 +58,8 @@ def measure(cell: str, backend: str, repeats: int) -> dict[str, float]:
         recurrent_spectrum(net)
         saturation(net, tr)
 
-    train_step(), probe()  # warm-up
+    train_step()  # warm-up
+    probe()
     steps, probes = [], []
     for _ in range(repeats):
         steps.append(timed(train_step))

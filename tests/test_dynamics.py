@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from rnnlab.nn import BACKENDS
 from rnnlab.nn.dynamics import (
     Trace,
+    cell_functions,
     gradient_through_time,
+    layer_weights,
     reach,
     recurrent_spectrum,
     saturation,
@@ -150,8 +152,6 @@ def test_step_jacobian_norm_is_the_exact_spectral_norm(cell: str):
 
 def exact_step_jacobian_norms(net: RNNLM, tr: Trace, layer: int) -> torch.Tensor:
     """||d s_t / d s_{t-1}||_2 of every step and example, one jacobian() each."""
-    from rnnlab.nn.dynamics import cell_functions, layer_weights
-
     _, step = cell_functions(net)
     weights = layer_weights(net, layer)
     lstm = net.config.cell == "lstm"

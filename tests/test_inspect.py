@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab.cli.inspect import inspect
+from rnnlab.cli.inspect import display_pieces, inspect
 from rnnlab.data.vocab import Vocab
 from rnnlab.report.units import correlations, pick_units, text_features
 from rnnlab.training.module import RNNLMModule
@@ -130,6 +130,7 @@ def test_unknown_tokens_are_named_or_mapped(trained_run: Path, tmp_path: Path, c
         ("units=3", "units must be a list"),
         ("layer=4", "layer must be -1 or 0 .. 0"),
         ("text=no/such.txt", "text=no/such.txt names no file"),
+        ("text=''", "text is empty"),
     ],
 )
 def test_bad_options_get_one_sentence(trained_run: Path, tmp_path: Path, cli, override, message):
@@ -145,7 +146,5 @@ def test_bad_options_get_one_sentence(trained_run: Path, tmp_path: Path, cli, ov
 
 def test_word_level_pieces_read_as_the_text():
     vocab = Vocab.build("the cat sat\non the mat\n", "word")
-    from rnnlab.cli.inspect import display_pieces
-
     ids = vocab.prompt_ids("the cat sat\non the mat\n")
     assert "".join(display_pieces(vocab, ids, "")) == "the cat sat\non the mat\n"

@@ -81,6 +81,8 @@ def inspect(module: RNNLMModule, text: str, layer: int, allow_unknown: bool) -> 
             f"layer must be -1 or 0 .. {net.config.num_layers - 1} "
             f"(the model has {net.config.num_layers}), got {layer}."
         )
+    if not text:
+        raise UserError("text is empty; give the text to inspect or a file's path.")
     ids = vocab.prompt_ids(text, allow_unknown)
     tokens = torch.tensor([ids], device=next(net.parameters()).device)
     tr = trace(net, tokens)

@@ -70,8 +70,23 @@ class Trace:
     log_probs: Tensor
 
     def hidden(self, layer: int) -> list[Tensor]:
-        """``h_0 .. h_T`` of ``layer`` (the output half of an LSTM's state)."""
-        return [s if isinstance(s, Tensor) else s[0] for s in self.states[layer]]
+        """``h_0 .. h_T`` of ``layer``."""
+        return [hidden_of(s) for s in self.states[layer]]
+
+
+def hidden_of(state: State) -> Tensor:
+    """What a layer outputs: its state ``h``, or the output half of an LSTM's ``(h, c)``."""
+    return state if isinstance(state, Tensor) else state[0]
+
+
+def flat_state(state: State) -> Tensor:
+    """A state as one tensor: ``h``, or ``[h, c]`` side by side for the LSTM."""
+    return state if isinstance(state, Tensor) else torch.cat(state, -1)
+
+
+def unit_rows(v: Tensor) -> Tensor:
+    """Each row of ``v`` scaled to norm 1 (a zero row stays zero)."""
+    return v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
 
 
 def cell_functions(model: RNNLM) -> tuple[Callable[..., Tensor], Step]:
@@ -120,9 +135,7 @@ def trace(model: RNNLM, tokens: Tensor) -> Trace:
         projections.append(a)
         states.append(layer_states)
         activations.append({k: torch.stack([s[k] for s in layer_acts]) for k in layer_acts[0]})
-        x = torch.stack(
-            [s if isinstance(s, Tensor) else s[0] for s in layer_states[1:]]
-        )  # (T, B, H): the next layer's input
+        x = torch.stack([hidden_of(s) for s in layer_states[1:]])  # (T, B, H): next layer's input
     return Trace(projections, states, activations, model.log_probs(x.transpose(0, 1)))
 
 
@@ -136,12 +149,9 @@ def gradient_through_time(tr: Trace, targets: Tensor) -> Tensor:
     ``(L, T + 1)``. ``tr`` must have been traced with grad enabled."""
     hidden = [tr.hidden(layer) for layer in range(len(tr.states))]
     flat = [h for layer in hidden for h in layer]
-    grads = torch.autograd.grad(last_token_loss(tr, targets), flat, allow_unused=True)
-    norms = [
-        torch.zeros(h.shape[0], dtype=h.dtype, device=h.device) if g is None else g.norm(dim=1)
-        for g, h in zip(grads, flat, strict=True)
-    ]  # a state nothing reads (none here, but autograd cannot know) gets no gradient
-    per_step = torch.stack(norms).view(len(hidden), len(hidden[0]), -1).mean(-1)  # by time
+    grads = torch.autograd.grad(last_token_loss(tr, targets), flat)
+    norms = torch.stack([g.norm(dim=1) for g in grads])  # (L * (T+1), B)
+    per_step = norms.view(len(hidden), len(hidden[0]), -1).mean(-1)  # by time
     return per_step.flip(1).detach()  # (L, T+1) by lag
 
 
@@ -186,27 +196,17 @@ def step_jacobian_norm(model: RNNLM, tr: Trace, iterations: int = 20, seed: int 
     for layer, a in enumerate(tr.projections):
         weights = tuple(None if w is None else w.detach() for w in layer_weights(model, layer))
         a_flat = a.detach().reshape(-1, a.shape[-1])  # (T*B, G*H)
-        previous = tr.states[layer][:-1]
-        if lstm_state:
-            s = torch.cat(
-                [torch.stack([h for h, _ in previous]), torch.stack([c for _, c in previous])], -1
-            )
-        else:
-            s = torch.stack(previous)
-        s = s.detach().reshape(a_flat.shape[0], -1)  # (T*B, H), or (T*B, 2H) for (h, c)
+        previous = torch.stack([flat_state(s) for s in tr.states[layer][:-1]])
+        s = previous.detach().reshape(a_flat.shape[0], -1)  # (T*B, H), or (T*B, 2H) for (h, c)
 
         def f(state: Tensor, a_flat: Tensor = a_flat, weights: tuple = weights) -> Tensor:
-            carried = state.split(hidden, dim=1) if lstm_state else state
-            new, _ = step(a_flat, tuple(carried) if lstm_state else carried, weights)
-            return torch.cat(new, 1) if lstm_state else new
+            carried = tuple(state.split(hidden, dim=1)) if lstm_state else state
+            return flat_state(step(a_flat, carried, weights)[0])
 
-        v = torch.randn(s.shape, generator=generator, dtype=torch.float64).to(s)
+        v = unit_rows(torch.randn(s.shape, generator=generator, dtype=torch.float64).to(s))
         _, pullback = vjp(f, s)
         for _ in range(iterations):
-            v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
-            (w,) = pullback(jvp(f, (s,), (v,))[1])  # J^T J v
-            v = w
-        v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+            v = unit_rows(pullback(jvp(f, (s,), (v,))[1])[0])  # J^T J v, normalised
         norms.append(float(jvp(f, (s,), (v,))[1].norm(dim=1).mean()))
     return norms
 

@@ -235,10 +235,7 @@ class RNNLM(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """Logits ``(B, T, V)`` over the whole vocabulary (for sampling and inspection)."""
         feats, hidden = self.features(tokens, hidden)
-        if self.adaptive:
-            flat = self.decoder.log_prob(feats.reshape(-1, feats.size(-1)))
-            return flat.view(*feats.shape[:2], -1), hidden
-        return self.decoder(feats), hidden
+        return (self.log_probs(feats) if self.adaptive else self.decoder(feats)), hidden
 
     def log_probs(self, feats: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the next token over the whole vocabulary: ``(..., H) -> (..., V)``.

@@ -26,12 +26,11 @@ OPENING, CLOSING = "([{", ")]}"
 
 def text_features(pieces: Sequence[str]) -> dict[str, np.ndarray]:
     """Each feature's value at every token, from the text alone: ``name -> (T,)``."""
-    position, quoted, depth, indent = [], [], [], []
+    rows = []  # each token's (position, inside quotes, bracket depth, indentation)
     column = bracket = indentation = 0
     in_quotes, line_start = False, True
     for piece in pieces:
-        position.append(column), quoted.append(in_quotes)
-        depth.append(bracket), indent.append(indentation)
+        rows.append((column, in_quotes, bracket, indentation))
         for char in piece:
             if char == "\n":
                 column, indentation, line_start = 0, 0, True
@@ -43,13 +42,9 @@ def text_features(pieces: Sequence[str]) -> dict[str, np.ndarray]:
                 line_start = False
             in_quotes ^= char == '"'
             bracket += (char in OPENING) - (char in CLOSING and bracket > 0)
-    features = {
-        "position in line": position,
-        "inside quotes": quoted,
-        "bracket depth": depth,
-        "indentation": indent,
-    }
-    return {name: np.asarray(values, dtype=float) for name, values in features.items()}
+    names = ("position in line", "inside quotes", "bracket depth", "indentation")
+    values = np.asarray(rows, dtype=float).reshape(len(rows), len(names))
+    return {name: values[:, i] for i, name in enumerate(names)}
 
 
 def correlations(acts: np.ndarray, feature: np.ndarray) -> np.ndarray:
@@ -79,16 +74,8 @@ def pick_units(
 def colour(value: float, low: float, high: float) -> str:
     """Blue (low) through white to red (high), as a CSS colour."""
     x = 0.0 if high == low else 2 * (value - low) / (high - low) - 1  # -1 .. 1
-    r, g, b = (
-        (255, int(255 * (1 - x)), int(255 * (1 - x)))
-        if x > 0
-        else (
-            int(255 * (1 + x)),
-            int(255 * (1 + x)),
-            255,
-        )
-    )
-    return f"rgb({r},{g},{b})"
+    fade = int(255 * (1 - abs(x)))
+    return f"rgb(255,{fade},{fade})" if x > 0 else f"rgb({fade},{fade},255)"
 
 
 def tooltip(i: int, activation: float | None, loss: float, top5: list[tuple[str, float]]) -> str:

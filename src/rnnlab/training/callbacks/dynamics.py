@@ -98,7 +98,7 @@ class DynamicsMonitor(L.Callback):
         ids = self.tokens.to(next(net.parameters()).device)
         with torch.inference_mode(False), torch.enable_grad():  # validation runs in inference mode
             tr = trace(net, ids[:, :-1])
-            g = gradient_through_time(tr, ids[:, 1:])
+            g = gradient_through_time(tr, ids[:, 1:]).cpu()  # read number by number below
             jacobian = step_jacobian_norm(net, tr, self.power_iterations)
         metrics = scalars(g, jacobian, recurrent_spectrum(net), saturation(net, tr))
         step = trainer.global_step
@@ -137,7 +137,7 @@ def gradient_image(g: torch.Tensor) -> np.ndarray:
     """``g`` against the lag, log scale, a line per layer, as an RGB array ``(H, W, 3)``."""
     fig = Figure(figsize=(6, 3.6), dpi=80)
     ax = fig.subplots()
-    for k, layer in enumerate(g.cpu().double().numpy()):
+    for k, layer in enumerate(g.double().numpy()):
         ax.semilogy(np.arange(len(layer)), np.maximum(layer, 1e-30), label=f"layer {k}")
     ax.set_xlabel("lag T - t (steps back from the last prediction)")
     ax.set_ylabel("mean ||dL_T / dh_t||")
