@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	  && echo "$$site" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/existing_torch.pth" \
 	  || true
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,optuna,launchers]"  # the extras too: their tests run
+	$(PY) -m pip install --quiet -e ".[dev,optuna,launchers,export]"  # the extras too: their tests run
 	@touch $(STAMP)
 
 train: setup

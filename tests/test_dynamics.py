@@ -9,16 +9,14 @@ import torch.nn.functional as F
 from rnnlab.nn import BACKENDS
 from rnnlab.nn.dynamics import (
     Trace,
-    cell_functions,
     gradient_through_time,
-    layer_weights,
     reach,
     recurrent_spectrum,
     saturation,
     step_jacobian_norm,
     trace,
 )
-from rnnlab.nn.lm import CORES, RNNLM, ModelConfig
+from rnnlab.nn.lm import CORES, RNNLM, ModelConfig, cell_functions, layer_weights
 
 CELLS = tuple(CORES)
 VOCAB, B, T = 13, 3, 9

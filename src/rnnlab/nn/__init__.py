@@ -6,7 +6,11 @@
   their module scaffolding, argument checks and shapes, is written in each);
 - :mod:`rnnlab.nn.lm`: :class:`~rnnlab.nn.lm.RNNLM`, the language model, and
   :class:`~rnnlab.nn.lm.ModelConfig`, its settings;
-- :mod:`rnnlab.nn.sampling`: generation with temperature, top-k, a prompt and a seed.
+- :mod:`rnnlab.nn.sampling`: generation with temperature, top-k, a prompt and a seed;
+- :mod:`rnnlab.nn.dynamics`: probes of the recurrent dynamics (gradient through time,
+  spectra, the step Jacobian, saturation);
+- :mod:`rnnlab.nn.export`: the model as one function of a chunk and the state, for
+  ``torch.export`` and ONNX.
 
 Nothing here imports the rest of rnnlab but the dependency-free :mod:`rnnlab.errors`.
 """

@@ -29,15 +29,12 @@ for ``t = 0 .. T`` (``h_0`` the zero start); ``G`` the gate blocks of the cell.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from functools import partial
 
 import torch
 from torch import Tensor
 from torch.func import jvp, vjp
 
-from rnnlab.nn import gru, lstm, rnn
-from rnnlab.nn.lm import GATES, RNNLM, State
+from rnnlab.nn.lm import GATES, RNNLM, State, cell_functions, layer_weights
 
 #: what saturation means for each activation a step function names (``h``: the nonlinearity)
 ACTIVATION_KINDS = {
@@ -54,8 +51,6 @@ ACTIVATION_KINDS = {
 REACH_THRESHOLD = 1e-3
 #: where :func:`saturation` calls a unit saturated
 TANH_SATURATED, SIGMOID_LOW, SIGMOID_HIGH = 0.99, 0.01, 0.99
-
-Step = Callable[[Tensor, State, tuple], tuple[State, dict[str, Tensor]]]
 
 
 @dataclasses.dataclass
@@ -87,27 +82,6 @@ def flat_state(state: State) -> Tensor:
 def unit_rows(v: Tensor) -> Tensor:
     """Each row of ``v`` scaled to norm 1 (a zero row stays zero)."""
     return v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-
-
-def cell_functions(model: RNNLM) -> tuple[Callable[..., Tensor], Step]:
-    """The cell's input projection and step function, as its hand-written layer uses them."""
-    cell = model.config.cell
-    if cell == "rnn":
-        return rnn.input_projection, partial(rnn.elman_step, nonlinearity=model.config.nonlinearity)
-    if cell == "gru":
-        return gru.input_projection, gru.gru_step
-    return lstm.input_projection, lstm.lstm_step
-
-
-def layer_weights(model: RNNLM, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """``(W_ih, W_hh, b_ih, b_hh)`` of a layer, by the names both backends share."""
-    core = model.rnn
-    return (
-        getattr(core, f"weight_ih_l{layer}"),
-        getattr(core, f"weight_hh_l{layer}"),
-        getattr(core, f"bias_ih_l{layer}", None),
-        getattr(core, f"bias_hh_l{layer}", None),
-    )
 
 
 def zero_state(model: RNNLM, batch: int, like: Tensor) -> State:

@@ -28,7 +28,8 @@ the layout both backends are fastest in.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -36,11 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import UserError, check_choice, check_int, check_number
-from rnnlab.nn import BACKENDS
+from rnnlab.nn import BACKENDS, gru, lstm, rnn
 from rnnlab.nn.gru import CustomGRU
 from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
 from rnnlab.nn.lstm import CustomLSTM
-from rnnlab.nn.rnn import BPTT_MODES, NONLINEARITIES, CustomRNN
+from rnnlab.nn.rnn import BPTT_MODES, NONLINEARITIES, CustomRNN, Weights
 
 #: the recurrent cells, each PyTorch's (builtin) and rnnlab's hand-written one (custom)
 CORES: dict[str, dict[str, type[nn.Module]]] = {
@@ -52,6 +53,8 @@ CORES: dict[str, dict[str, type[nn.Module]]] = {
 GATES = {"rnn": ("h",), "gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
 #: what a core carries from one window to the next: ``h``, or ``(h, c)`` for the LSTM
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+#: a cell's step ``(input projection of x_t, state, weights) -> (new state, activations)``
+Step = Callable[[torch.Tensor, State, Weights], tuple[State, dict[str, torch.Tensor]]]
 
 OUTPUTS = ("softmax", "adaptive")
 #: the head holds the 2,000 most frequent types; each further cluster is five times larger
@@ -256,3 +259,24 @@ class RNNLM(nn.Module):
         if self.adaptive:
             return self.decoder(flat, flat_targets).loss, hidden
         return F.cross_entropy(self.decoder(flat), flat_targets), hidden
+
+
+def cell_functions(model: RNNLM) -> tuple[Callable[..., torch.Tensor], Step]:
+    """The cell's input projection and step function, as its hand-written layer uses them."""
+    cell = model.config.cell
+    if cell == "rnn":
+        return rnn.input_projection, partial(rnn.elman_step, nonlinearity=model.config.nonlinearity)
+    if cell == "gru":
+        return gru.input_projection, gru.gru_step
+    return lstm.input_projection, lstm.lstm_step
+
+
+def layer_weights(model: RNNLM, layer: int) -> Weights:
+    """``(W_ih, W_hh, b_ih, b_hh)`` of a layer, by the names both backends share."""
+    core = model.rnn
+    return (
+        getattr(core, f"weight_ih_l{layer}"),
+        getattr(core, f"weight_hh_l{layer}"),
+        getattr(core, f"bias_ih_l{layer}", None),
+        getattr(core, f"bias_hh_l{layer}", None),
+    )
