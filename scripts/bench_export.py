@@ -100,7 +100,7 @@ def measure(net: RNNLM, tokens: int, repeats: int) -> dict[str, float]:
 def models(args: argparse.Namespace) -> dict[str, RNNLM]:
     if args.ckpt:
         net = RNNLMModule.from_checkpoint(args.ckpt, "builtin").net.eval()
-        return {f"{net.config.cell} ({Path(args.ckpt).name})": net}
+        return {f"{net.config.cell} (ckpt)": net}
     torch.manual_seed(0)
     return {
         cell: RNNLM(args.vocab, ModelConfig(cell=cell, hidden_size=args.hidden)).eval()
@@ -121,8 +121,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     rows = {name: measure(net, args.tokens, args.repeats) for name, net in models(args).items()}
     table = Table(title=f"export, and greedy generation of {args.tokens} tokens (medians)")
-    columns = ("model", "export pt2 s", "+ onnx s", "builtin tok/s", "custom tok/s", "onnx tok/s")
-    for column in (*columns, "onnx / builtin", "same ids"):
+    columns = ("model", "pt2 s", "+ onnx s", "builtin tok/s", "custom tok/s", "onnx tok/s")
+    for column in (*columns, "onnx / builtin", "same"):
         table.add_column(column, justify="right")
     for name, r in rows.items():
         table.add_row(

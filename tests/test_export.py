@@ -220,7 +220,7 @@ def test_pt2_export_reloads_with_torch_alone(trained_run: Path, tmp_path: Path, 
         assert largest_gap(list(program(*xs)), reference_outputs(net, *xs)) < 1e-5
 
 
-def test_a_bad_format_an_occupied_out_and_a_missing_extra_are_one_sentence(
+def test_a_bad_format_an_occupied_out_a_refusal_and_a_missing_extra_are_one_sentence(
     trained_run: Path, tmp_path: Path, cli, monkeypatch
 ):
     ckpt = checkpoint(trained_run)
@@ -233,6 +233,14 @@ def test_a_bad_format_an_occupied_out_and_a_missing_extra_are_one_sentence(
     assert "already holds an export" in one_sentence(export(cli, ckpt, occupied, "format=pt2"))
     assert (occupied / "manifest.json").read_text(encoding="utf-8") == "{}"
     assert not (occupied / "model.pt2").exists()
+
+    def refuse(net):
+        raise RuntimeError("Dynamic control flow is not supported\n(a page of details)")
+
+    monkeypatch.setattr("rnnlab.cli.export.export_program", refuse)
+    sentence = one_sentence(export(cli, ckpt, tmp_path / "d", "format=pt2"))
+    assert "could not export this rnn model to pt2 (Dynamic control flow" in sentence
+    assert "try format=onnx" in sentence and not (tmp_path / "d" / "manifest.json").exists()
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
