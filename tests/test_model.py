@@ -151,6 +151,7 @@ def test_impossible_adaptive_settings(kwargs: dict, message: str):
         ({"num_layers": 1.5}, "model.num_layers must be a whole number, got 1.5"),
         ({"dropout": "x"}, "model.dropout must be a number, got 'x'"),
         ({"tie_weights": "yes"}, "model.tie_weights must be true or false, got 'yes'"),
+        ({"locked_dropout": 1}, "model.locked_dropout must be true or false, got 1"),
         ({"bptt": "numpy"}, "unknown model.bptt 'numpy'; use one of: manual, autograd"),
         ({"div_value": 0}, "model.div_value must be above 0, got 0"),
         ({"cell": "transformer"}, "unknown model.cell 'transformer'; use one of: rnn, gru, lstm"),
@@ -177,6 +178,21 @@ def test_dropout_of_one_is_the_language_models_limit_not_the_cells():
     torch.nn.RNN(4, 4, num_layers=2, dropout=1.0)
     with pytest.raises(UserError, match=r"model.dropout must be in \[0, 1\)"):
         ModelConfig(dropout=1.0)
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_locked_dropout_keeps_one_mask_for_every_step(locked: bool):
+    """Variational dropout: the same units dropped at every step of a sequence, scaled by
+    1 / (1 - p); a fresh mask per element otherwise. Evaluation drops nothing."""
+    net = RNNLM(10, ModelConfig(hidden_size=64, dropout=0.5, locked_dropout=locked))
+    x = torch.ones(50, 8, 64)  # (T, B, F)
+    torch.manual_seed(0)
+    dropped = net.drop(x)
+    assert set(dropped.unique().tolist()) == {0.0, 2.0}
+    assert 0.4 < float((dropped == 0).double().mean()) < 0.6
+    same_every_step = bool((dropped == dropped[:1]).all())
+    assert same_every_step == locked
+    assert torch.equal(net.eval().drop(x), x)
 
 
 @pytest.mark.parametrize(

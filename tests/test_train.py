@@ -118,6 +118,16 @@ BAD_INPUT = {
         "if offline, pass a local copy with data.path=",
     ),
     "negative lr": ({}, ["model.optimizer.lr=-1"], "model.optimizer.lr must be above 0, got -1"),
+    "negative decay": (
+        {},
+        ["model.optimizer.weight_decay=-0.1"],
+        "model.optimizer.weight_decay must be at least 0, got -0.1",
+    ),
+    "budget shape": (
+        {},
+        ["model/scheduler=budget", "model.scheduler.shape=step"],
+        "unknown model.scheduler.shape 'step'; use one of: linear, cosine",
+    ),
     "seed abc": ({}, ["seed=abc"], "seed must be a whole number, got 'abc'"),
     "negative clip": (
         {},

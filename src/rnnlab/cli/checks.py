@@ -17,6 +17,8 @@ from omegaconf import DictConfig
 
 from rnnlab.errors import UserError, check_choice, check_int, check_number
 from rnnlab.nn.lm import BACKENDS, ModelConfig
+from rnnlab.training.budget import BudgetDecay
+from rnnlab.training.budget import check_options as check_budget_options
 
 #: what ``device=`` takes in rnnlab-sample and rnnlab-eval
 DEVICES = ("cpu", "gpu", "auto")
@@ -33,6 +35,11 @@ def check_train(cfg: DictConfig) -> None:
     optimizer = cfg.model.get("optimizer") or {}
     if "lr" in optimizer:
         check_number("model.optimizer.lr", optimizer.lr, 0, open_low=True)
+    if "weight_decay" in optimizer:
+        check_number("model.optimizer.weight_decay", optimizer.weight_decay, 0)
+    scheduler = cfg.model.get("scheduler") or {}
+    if scheduler.get("_target_") == f"{BudgetDecay.__module__}.{BudgetDecay.__name__}":
+        check_budget_options(scheduler.get("shape", "linear"), scheduler.get("floor", 0.01))
     check_int("model.sample_tokens", cfg.model.sample_tokens, 0)
     check_number("model.sample_temperature", cfg.model.sample_temperature, 0, open_low=True)
     check_trainer(cfg.trainer)

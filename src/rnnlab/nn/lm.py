@@ -96,6 +96,9 @@ class ModelConfig:
     recurrent_init_scale: float = 1.0
     #: on the embedding and the core's output, and between layers
     dropout: float = 0.0
+    #: one dropout mask per sequence for every step of a window, on the embedding and the
+    #: core's output (variational dropout, Gal and Ghahramani 2016); false: a fresh mask per step
+    locked_dropout: bool = False
     #: softmax only: the decoder shares the embedding matrix (needs embedding_dim == hidden_size)
     tie_weights: bool = False
     #: softmax (one linear decoder) | adaptive (exact, far cheaper for large word vocabularies)
@@ -119,8 +122,9 @@ class ModelConfig:
             check_int("model.embedding_dim", self.embedding_dim, 1)
         check_number("model.dropout", self.dropout, 0, 1, open_high=True)
         check_number("model.div_value", self.div_value, 0, open_low=True)
-        if not isinstance(self.tie_weights, bool):
-            raise UserError(f"model.tie_weights must be true or false, got {self.tie_weights!r}.")
+        for name in ("tie_weights", "locked_dropout"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"model.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.cutoffs is not None:
             object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # a list from the configs
         if self.tie_weights and self.output == "adaptive":
@@ -229,9 +233,17 @@ class RNNLM(nn.Module):
         self, tokens: torch.Tensor, hidden: State | None = None
     ) -> tuple[torch.Tensor, State]:
         """What the output layer reads: ``(B, T, H)`` after dropout, and the new state."""
-        emb = self.dropout(self.embedding(tokens.t()))  # (T, B, E)
+        emb = self.drop(self.embedding(tokens.t()))  # (T, B, E)
         output, hidden = self.rnn(emb, hidden)  # (T, B, H), (L, B, H) or a pair of them
-        return self.dropout(output.transpose(0, 1)), hidden
+        return self.drop(output).transpose(0, 1), hidden
+
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout on a time-major ``(T, B, F)``: a fresh mask per element, or with
+        ``locked_dropout`` one ``(1, B, F)`` mask for every step."""
+        p = self.config.dropout
+        if not self.config.locked_dropout or not self.training or p == 0:
+            return self.dropout(x)
+        return x * x.new_empty(1, *x.shape[1:]).bernoulli_(1 - p).div_(1 - p)
 
     def forward(
         self, tokens: torch.Tensor, hidden: State | None = None

@@ -28,6 +28,7 @@ from torchmetrics import MeanMetric
 from rnnlab.data.vocab import Vocab
 from rnnlab.nn.lm import RNNLM, ModelConfig, State, detached
 from rnnlab.nn.sampling import sample_text
+from rnnlab.training.budget import BudgetDecay, budget_spent
 from rnnlab.training.checkpoint import read_checkpoint, run_state
 from rnnlab.training.logging_steps import is_logging_step
 from rnnlab.training.tensorboard import tensorboard_writers
@@ -189,6 +190,12 @@ class RNNLMModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
+        if isinstance(scheduler, BudgetDecay):  # after every step, over the Trainer's budget
+            scheduler.progress = lambda: budget_spent(self.trainer)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         return {
             "optimizer": optimizer,
             # stepped after each validation; strict=False: a run without one keeps its lr
