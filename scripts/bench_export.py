@@ -72,9 +72,9 @@ def measure(net: RNNLM, tokens: int, repeats: int) -> dict[str, float]:
         "special_tokens": {},
     }
     exported = generator.Exported(session, manifest, [])
-    custom = RNNLM(net.embedding.num_embeddings, dataclasses.replace(config, backend="custom"))
+    custom = RNNLM(net.vocab_size, dataclasses.replace(config, backend="custom"))
     custom.load_state_dict(net.state_dict())
-    prompt = torch.randint(net.embedding.num_embeddings, (20,), generator=torch.Generator())
+    prompt = torch.randint(net.vocab_size, (20,), generator=torch.Generator())
     ids = prompt.tolist()
     runs = {
         "builtin": lambda: generate(net, ids, tokens, greedy=True),

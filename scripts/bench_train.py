@@ -7,7 +7,11 @@ RNN, emsize = nhid = 200, bptt 35, batch 20, SGD lr 20, gradients clipped to nor
 - ``plain``: the example's loop, written out below (batchify, get_batch,
   repackage_hidden, one SGD update by hand);
 - ``builtin`` / ``custom``: ``rnnlab.cli.train.train`` on the composed Hydra config, with
-  everything a user gets (Lightning loop, progress bar, TensorBoard, checkpoints).
+  everything a user gets (Lightning loop, progress bar, TensorBoard, checkpoints);
+- ``example`` (full softmax only, with ``--example-dir`` a checkout of pytorch/examples'
+  ``word_language_model``): the example's own ``main.py --model RNN_TANH``, its defaults
+  being the recipe, in a process of its own; its ``ms/batch`` lines give the speed and it
+  is stopped after ``--batches`` batches. The ratios then read against it.
 
 Each way is timed from the end of batch ``--warmup`` to the end of the last batch,
 so set-up and the first batches are left out. The ways run interleaved, the order
@@ -23,6 +27,9 @@ one setting to the next, so these runs train one layer with Adam at lr 0.002.
 
     PYTHONPATH=src python scripts/bench_train.py --data ../shared/data/wikitext-2 \
         --batches 60 --repeats 3 --quality-batches 1000 --out bench_train.json
+    # against the example's own main.py (a checkout of pytorch/examples):
+    PYTHONPATH=src python scripts/bench_train.py --data ../shared/data/wikitext-2 \
+        --example-dir ../examples/word_language_model --outputs softmax --batches 200
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -113,6 +123,40 @@ def plain(ids: torch.Tensor, ntoken: int, output: str, batches: int, warmup: int
         if batch == warmup:
             start = time.perf_counter()
     return (batches - 1 - warmup) * BATCH * BPTT / (time.perf_counter() - start)
+
+
+#: one of main.py's progress lines: ``| epoch   1 |    50/ 2983 batches | ... | ms/batch 81.23 |``
+EXAMPLE_LINE = re.compile(r"\|\s*(\d+)/\s*\d+ batches .*\| ms/batch\s+([\d.]+)")
+#: main.py reports every this many batches
+EXAMPLE_INTERVAL = 10
+
+
+def example(example_dir: Path, data: Path, workdir: Path, batches: int, warmup: int) -> float:
+    """Tokens/s of the example's own main.py over batches ``warmup`` to ``batches``.
+
+    Each progress line gives the mean ms of the interval before it, so the mean over the
+    lines after ``warmup`` is the time of those batches over their number.
+    """
+    command = [sys.executable, "main.py", "--data", str(data.resolve()), "--model", "RNN_TANH"]
+    command += ["--epochs", "1", "--log-interval", str(EXAMPLE_INTERVAL)]
+    command += ["--save", str(workdir / "example_model.pt")]
+    process = subprocess.Popen(
+        command, cwd=example_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    times: list[float] = []
+    try:
+        for line in process.stdout or ():
+            match = EXAMPLE_LINE.search(line)
+            if match and int(match[1]) > warmup:
+                times.append(float(match[2]))
+            if match and int(match[1]) >= batches:
+                break
+    finally:
+        process.kill()
+        process.wait()
+    if not times:
+        raise SystemExit(f"error: {example_dir}/main.py printed no progress past batch {warmup}.")
+    return BATCH * BPTT * 1000 / statistics.mean(times)
 
 
 class BatchClock(L.Callback):
@@ -218,13 +262,16 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Row]:
     dm = LMDataModule(path=str(args.data), level="word", batch_size=BATCH, seq_len=BPTT)
     dm.setup("fit")
     ids = torch.as_tensor(np.asarray(dm.ids["train"], dtype=np.int64))
-    rows = {(o, w): Row(o, w, []) for o in args.outputs for w in WAYS}
+    rows = {(o, w): Row(o, w, []) for o in args.outputs for w in ways(args, o)}
     for output in args.outputs:
         batches = args.batches * (args.adaptive_factor if output == "adaptive" else 1)
+        order = ways(args, output)
         for rep in range(args.repeats):
-            for way in WAYS[rep % 3 :] + WAYS[: rep % 3]:
+            for way in order[rep % len(order) :] + order[: rep % len(order)]:
                 if way == "plain":
                     rate = plain(ids, len(dm.vocab), output, batches, args.warmup)
+                elif way == "example":
+                    rate = example(args.example_dir, args.data, workdir, batches, args.warmup)
                 else:
                     rate = rnnlab(args.data, workdir, way, output, batches, args.warmup)
                 rows[output, way].tokens_per_sec.append(rate)
@@ -232,13 +279,24 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Row]:
     return list(rows.values())
 
 
+def ways(args: argparse.Namespace, output: str) -> tuple[str, ...]:
+    """The ways to time for ``output``: the example's main.py has no adaptive softmax."""
+    with_example = args.example_dir is not None and output == "softmax"
+    return (*WAYS, "example") if with_example else WAYS
+
+
+def reference(by_key: dict[tuple[str, str], Row], output: str) -> Row:
+    """What the ratios read against: the example's own main.py where it ran, else plain."""
+    return by_key.get((output, "example")) or by_key[output, "plain"]
+
+
 def table(rows: list[Row], quality: dict[str, float]) -> Table:
     out = Table(title=f"bench_train: WikiText-2, word_language_model recipe ({machine()})")
-    for name in ("output", "way", "tokens/s (median)", "runs", "ratio to plain", "goal"):
+    for name in ("output", "way", "tokens/s (median)", "runs", "ratio to reference", "goal"):
         out.add_column(name, justify="right")
     by_key = {(r.output, r.way): r for r in rows}
     for row in rows:
-        ratio = row.median / by_key[row.output, "plain"].median
+        ratio = row.median / reference(by_key, row.output).median
         goal = GOALS.get(row.way)
         mark = "" if goal is None else f">= {goal:.2f} {'ok' if ratio >= goal else 'MISSED'}"
         spread = ", ".join(f"{v:,.0f}" for v in row.tokens_per_sec)
@@ -274,6 +332,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--outputs", default="softmax,adaptive")
     parser.add_argument("--quality-batches", type=int, default=0)
+    parser.add_argument(
+        "--example-dir",
+        type=Path,
+        default=None,
+        help="pytorch/examples' word_language_model directory: time its own main.py too",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_train.json"))
     args = parser.parse_args()
     args.outputs = args.outputs.split(",")
@@ -302,6 +366,9 @@ def main() -> None:
         "batches": args.batches,
         "warmup": args.warmup,
         "rows": [{**vars(r), "median": r.median} for r in rows],
+        "reference": {
+            o: reference({(r.output, r.way): r for r in rows}, o).way for o in args.outputs
+        },
         "quality_batches": args.quality_batches,
         "quality_model": f"1 tanh layer, Adam lr {QUALITY_LR}",
         "val_ppl": quality,

@@ -34,20 +34,30 @@ HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnx
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="the export extra is not installed")
 FORMATS = ["pt2", pytest.param("onnx", marks=needs_onnx)]
 VOCAB = 23
-#: every cell, backend and output once, the LSTM on both backends, one with two layers
+#: every cell, backend and output once, the LSTM on both backends, one with two layers,
+#: and both kinds of tied embeddings (cell, backend, output, layers, tie_weights)
 MODELS = [
-    ("rnn", "builtin", "softmax", 1),
-    ("gru", "custom", "adaptive", 1),
-    ("lstm", "builtin", "adaptive", 2),
-    ("lstm", "custom", "softmax", 1),
+    ("rnn", "builtin", "softmax", 1, True),
+    ("gru", "custom", "adaptive", 1, False),
+    ("lstm", "builtin", "adaptive", 2, True),
+    ("lstm", "custom", "softmax", 1, False),
 ]
 Run = Callable[..., list[torch.Tensor]]
 
 
-def model(cell: str, backend: str, output: str, layers: int, dtype=torch.float32) -> RNNLM:
+def model(
+    cell: str, backend: str, output: str, layers: int, tie: bool = False, dtype=torch.float32
+) -> RNNLM:
     torch.manual_seed(0)
     config = ModelConfig(
-        cell=cell, backend=backend, output=output, num_layers=layers, hidden_size=12
+        cell=cell,
+        backend=backend,
+        output=output,
+        num_layers=layers,
+        hidden_size=12,
+        tie_weights=tie,
+        cutoffs=(5, 11) if output == "adaptive" else None,
+        div_value=2.0,
     )
     return RNNLM(VOCAB, config).to(dtype).eval()
 
@@ -126,7 +136,7 @@ def test_the_state_carried_across_two_calls_is_one_call_over_both(exported: Expo
 @pytest.mark.parametrize("output", OUTPUTS)
 def test_the_scan_over_time_is_the_model_itself_in_float64(cell: str, backend: str, output: str):
     """What is exported, unexported: every cell, backend and output, to 1e-10."""
-    net = model(cell, backend, output, 2, torch.float64)
+    net = model(cell, backend, output, 2, tie=True, dtype=torch.float64)
     xs = inputs(net, 3, 9, dtype=torch.float64)
     with torch.no_grad():
         assert largest_gap(list(ChunkLM(net)(*xs)), reference_outputs(net, *xs)) < 1e-10

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -134,7 +135,7 @@ def test_full_softmax_loss_is_cross_entropy_of_the_logits():
         ({"cutoffs": [0, 3]}, r"between 1 and 10 \(the vocabulary has 11 types\), got \[0, 3\]"),
         ({"cutoffs": [3, 11]}, "model.cutoffs must be increasing"),
         ({"cutoffs": []}, "model.cutoffs must be increasing"),
-        ({"tie_weights": True}, "model.tie_weights needs model.output=softmax"),
+        ({"tie_weights": True, "embedding_dim": 4}, "tie_weights needs embedding_dim == hidden"),
         ({"div_value": 16.0, "cutoffs": [3, 6]}, r"model.div_value=16.0 leaves the last of 2"),
     ],
 )
@@ -142,6 +143,39 @@ def test_impossible_adaptive_settings(kwargs: dict, message: str):
     settings = {"output": "adaptive", **kwargs}
     with pytest.raises(UserError, match=message):
         RNNLM(11, ModelConfig(hidden_size=8, **settings))
+
+
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_tied_adaptive_input_is_each_words_output_vector(backend: str):
+    """A head word's vector is its head row; a cluster word's is its row of the cluster's
+    output matrix through the cluster's projection: W_out[w] @ W_proj, the vector whose dot
+    product with the features is the word's logit within its cluster."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        backend=backend,
+        hidden_size=32,
+        output="adaptive",
+        cutoffs=(5, 12, 30),
+        div_value=2.0,
+        tie_weights=True,
+    )
+    net = RNNLM(47, config)
+    softmax = net.decoder
+    expected = torch.cat(
+        [softmax.head.weight[:5]] + [out.weight @ proj.weight for proj, out in softmax.tail]
+    )
+    ids = torch.tensor([[0, 4, 5, 11, 12, 29, 30, 46], [46, 30, 29, 12, 11, 5, 4, 0]])
+    assert torch.equal(net.embed(ids), expected[ids])
+    assert net.embedding is None
+    untied = RNNLM(47, dataclasses.replace(config, tie_weights=False))
+    saved = sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in net.parameters())
+    assert saved == 47 * 32  # the embedding matrix, and nothing else
+    feats = torch.randn(3, 32)
+    cluster_logits = feats @ expected[12:30].t()  # the second cluster's words, by their vectors
+    assert torch.allclose(cluster_logits, softmax.tail[1](feats), atol=1e-6)
+    loss, _ = net.loss(ids, ids.roll(1, dims=1))
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
 
 
 @pytest.mark.parametrize(

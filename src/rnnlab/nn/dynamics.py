@@ -95,7 +95,7 @@ def zero_state(model: RNNLM, batch: int, like: Tensor) -> State:
 def trace(model: RNNLM, tokens: Tensor) -> Trace:
     """Unroll ``model`` over ``tokens`` ``(B, T)`` from a zero state, keeping every step."""
     project, step = cell_functions(model)
-    x = model.embedding(tokens.t())  # (T, B, E)
+    x = model.embed(tokens.t())  # (T, B, E)
     projections, states, activations = [], [], []
     for layer in range(model.config.num_layers):
         weights = layer_weights(model, layer)

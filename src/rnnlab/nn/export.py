@@ -61,7 +61,7 @@ class ChunkLM(nn.Module):
     def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None) -> tuple[Tensor, ...]:
         model, scan = self.model, _scan()
         project, step = cell_functions(model)
-        x = model.embedding(tokens.t())  # (T, B, E): the core runs time-major
+        x = model.embed(tokens.t())  # (T, B, E): the core runs time-major
         finals: list[State] = []
         for layer in range(model.config.num_layers):
             weights = layer_weights(model, layer)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -99,7 +100,8 @@ class ModelConfig:
     #: one dropout mask per sequence for every step of a window, on the embedding and the
     #: core's output (variational dropout, Gal and Ghahramani 2016); false: a fresh mask per step
     locked_dropout: bool = False
-    #: softmax only: the decoder shares the embedding matrix (needs embedding_dim == hidden_size)
+    #: the input embeddings are the output layer's (needs embedding_dim == hidden_size): the
+    #: decoder's matrix, or for the adaptive softmax its head and cluster weights (see embed)
     tie_weights: bool = False
     #: softmax (one linear decoder) | adaptive (exact, far cheaper for large word vocabularies)
     output: str = "softmax"
@@ -127,11 +129,6 @@ class ModelConfig:
                 raise UserError(f"model.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.cutoffs is not None:
             object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # a list from the configs
-        if self.tie_weights and self.output == "adaptive":
-            raise UserError(
-                "model.tie_weights needs model.output=softmax (the adaptive softmax has no "
-                "single decoder matrix to share); drop one of the two."
-            )
         if self.tie_weights and self.embedding_size != self.hidden_size:
             raise UserError(
                 f"model.tie_weights needs embedding_dim == hidden_size, got {self.embedding_dim} "
@@ -199,8 +196,12 @@ class RNNLM(nn.Module):
         super().__init__()
         #: the settings in full, cutoffs and embedding size included
         self.config = (config or ModelConfig()).for_vocab(vocab_size)
+        self.vocab_size = vocab_size
         self.adaptive = self.config.output == "adaptive"
-        self.embedding = nn.Embedding(vocab_size, self.config.embedding_size)
+        #: none where the adaptive softmax's own weights embed the input (tie_weights)
+        self.embedding: nn.Embedding | None = None
+        if not (self.adaptive and self.config.tie_weights):
+            self.embedding = nn.Embedding(vocab_size, self.config.embedding_size)
         self.rnn = self.config.recurrent_core()
         self.dropout = nn.Dropout(self.config.dropout)
         hidden = self.config.hidden_size
@@ -210,7 +211,7 @@ class RNNLM(nn.Module):
             self.decoder = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, cutoffs, div_value)
         else:
             self.decoder = nn.Linear(hidden, vocab_size)
-            if self.config.tie_weights:
+            if self.embedding is not None and self.config.tie_weights:
                 self.decoder.weight = self.embedding.weight
         self.init_weights()
 
@@ -222,9 +223,10 @@ class RNNLM(nn.Module):
         """Embedding and decoder uniform in [-0.1, 0.1], decoder bias zero (as the PyTorch
         word_language_model example): nn.Embedding's N(0, 1) makes a tied decoder start with
         logits of size sqrt(H) and an initial loss far above ln(V). The core keeps nn.RNN's
-        init, the adaptive softmax its own.
+        init, the adaptive softmax its own (and so does its tied input).
         """
-        nn.init.uniform_(self.embedding.weight, -scale, scale)
+        if self.embedding is not None:
+            nn.init.uniform_(self.embedding.weight, -scale, scale)
         if not self.adaptive:
             nn.init.uniform_(self.decoder.weight, -scale, scale)
             nn.init.zeros_(self.decoder.bias)
@@ -233,9 +235,32 @@ class RNNLM(nn.Module):
         self, tokens: torch.Tensor, hidden: State | None = None
     ) -> tuple[torch.Tensor, State]:
         """What the output layer reads: ``(B, T, H)`` after dropout, and the new state."""
-        emb = self.drop(self.embedding(tokens.t()))  # (T, B, E)
+        emb = self.drop(self.embed(tokens.t()))  # (T, B, E)
         output, hidden = self.rnn(emb, hidden)  # (T, B, H), (L, B, H) or a pair of them
         return self.drop(output).transpose(0, 1), hidden
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Input vectors of ``tokens``: ``(...) -> (..., E)``.
+
+        With the adaptive softmax and ``tie_weights``, a word's vector is its output vector,
+        as adaptive input embeddings shared with the softmax (Baevski and Auli 2019): for the
+        head's words their row of the head; for a word of cluster ``i`` its row of the
+        cluster's ``(n_i, h_i)`` output matrix taken back to ``H`` through the cluster's
+        ``(h_i, H)`` projection. Every id is looked up in every table (clamped) and the right
+        one chosen by ``where``: no data-dependent shapes, so it exports.
+        """
+        if self.embedding is not None:
+            return self.embedding(tokens)
+        softmax = self.decoder
+        shortlist = softmax.shortlist_size
+        vectors = F.embedding(tokens.clamp(max=shortlist - 1), softmax.head.weight[:shortlist])
+        clusters = pairwise(softmax.cutoffs)  # cutoffs end with the vocabulary size
+        for (low, high), (project, output) in zip(clusters, softmax.tail, strict=True):
+            local = (tokens - low).clamp(0, high - low - 1)
+            cluster = F.embedding(local, output.weight) @ project.weight  # (..., H)
+            inside = ((tokens >= low) & (tokens < high)).unsqueeze(-1)
+            vectors = torch.where(inside, cluster, vectors)
+        return vectors
 
     def drop(self, x: torch.Tensor) -> torch.Tensor:
         """Dropout on a time-major ``(T, B, F)``: a fresh mask per element, or with
