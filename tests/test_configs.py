@@ -101,10 +101,17 @@ def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_
     assert ModelConfig.from_settings(model) == ModelConfig()
     for field in dataclasses.fields(ModelConfig):
         assert field.name in model, field.name
-    preset = compose_train(["experiment=wikitext2_word"], output_dir=tmp_path).model
+    preset = compose_train(["experiment=word_rnn"], output_dir=tmp_path).model
     assert ModelConfig.from_settings(preset) == ModelConfig(
-        output="adaptive", hidden_size=512, embedding_dim=400, dropout=0.4
+        output="adaptive", tie_weights=True, hidden_size=512, dropout=0.25
     )
+
+
+def test_wikitext2_word_is_an_alias_of_word_rnn(tmp_path: Path):
+    """The former preset's name composes the very same run."""
+    alias = compose_train(["experiment=wikitext2_word"], output_dir=tmp_path)
+    preset = compose_train(["experiment=word_rnn"], output_dir=tmp_path)
+    assert OmegaConf.to_container(alias) == OmegaConf.to_container(preset)
 
 
 def test_the_checkpoint_directory_is_named_once(tmp_path: Path):
