@@ -107,6 +107,25 @@ def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_
     )
 
 
+def test_the_shakespeare_presets_are_the_runs_the_readme_measured(tmp_path: Path):
+    """The tanh preset is two layers over a 29-minute budget; the LSTM preset keeps the
+    settings its README row was measured with, not whatever the tanh preset becomes."""
+    tanh = compose_train(["experiment=shakespeare_char"], output_dir=tmp_path)
+    assert ModelConfig.from_settings(tanh.model) == ModelConfig(
+        hidden_size=512, num_layers=2, dropout=0.25
+    )
+    assert (tanh.data.batch_size, tanh.data.seq_len) == (32, 100)
+    assert (tanh.trainer.max_time, tanh.trainer.max_epochs) == ("00:00:29:00", -1)
+    lstm = compose_train(["experiment=shakespeare_char_lstm"], output_dir=tmp_path)
+    assert ModelConfig.from_settings(lstm.model) == ModelConfig(
+        cell="lstm", hidden_size=512, num_layers=1, dropout=0.25
+    )
+    assert (lstm.data.batch_size, lstm.trainer.max_time) == (64, "00:00:43:00")
+    for cfg in (tanh, lstm):
+        assert cfg.model.scheduler._target_.endswith("ReduceLROnPlateau")
+        assert cfg.data.split == [0.9, 0.1, 0.0]
+
+
 def test_wikitext2_word_is_an_alias_of_word_rnn(tmp_path: Path):
     """The former preset's name composes the very same run."""
     alias = compose_train(["experiment=wikitext2_word"], output_dir=tmp_path)
