@@ -7,7 +7,9 @@ RNN, emsize = nhid = 200, bptt 35, batch 20, SGD lr 20, gradients clipped to nor
 - ``plain``: the example's loop, written out below (batchify, get_batch,
   repackage_hidden, one SGD update by hand);
 - ``builtin`` / ``custom``: ``rnnlab.cli.train.train`` on the composed Hydra config, with
-  everything a user gets (Lightning loop, progress bar, TensorBoard, checkpoints);
+  everything a user gets (Lightning loop, progress bar, TensorBoard, checkpoints), and
+  ``model.sparse_embedding=true``, which SGD allows: the input table's gradient holds the
+  rows a batch looked up, not 33,278 (the same updates; ``--dense-embedding`` turns it off);
 - ``example`` (full softmax only, with ``--example-dir`` a checkout of pytorch/examples'
   ``word_language_model``): the example's own ``main.py --model RNN_TANH``, its defaults
   being the recipe, in a process of its own; its ``ms/batch`` lines give the speed and it
@@ -206,7 +208,7 @@ def rnnlab_config(data: Path, workdir: Path, overrides: list[str]) -> Any:
 
 
 def rnnlab(
-    data: Path, workdir: Path, backend: str, output: str, batches: int, warmup: int
+    data: Path, workdir: Path, backend: str, output: str, batches: int, warmup: int, sparse: bool
 ) -> float:
     """Tokens/s of ``rnnlab.cli.train.train`` over ``batches`` batches, after ``warmup``."""
     cfg = rnnlab_config(
@@ -215,6 +217,7 @@ def rnnlab(
         [
             f"model.backend={backend}",
             f"model.output={output}",
+            f"model.sparse_embedding={str(sparse).lower()}",
             f"trainer.limit_train_batches={batches}",
             "trainer.limit_val_batches=1",
         ],
@@ -273,7 +276,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Row]:
                 elif way == "example":
                     rate = example(args.example_dir, args.data, workdir, batches, args.warmup)
                 else:
-                    rate = rnnlab(args.data, workdir, way, output, batches, args.warmup)
+                    rate = rnnlab(
+                        args.data, workdir, way, output, batches, args.warmup, args.sparse
+                    )
                 rows[output, way].tokens_per_sec.append(rate)
                 CONSOLE.print(f"{output:8s} {way:8s} rep {rep}: {rate:,.0f} tokens/s")
     return list(rows.values())
@@ -338,6 +343,12 @@ def main() -> None:
         default=None,
         help="pytorch/examples' word_language_model directory: time its own main.py too",
     )
+    parser.add_argument(
+        "--dense-embedding",
+        dest="sparse",
+        action="store_false",
+        help="rnnlab's input table gets a dense gradient, as in the plain loop and the example",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_train.json"))
     args = parser.parse_args()
     args.outputs = args.outputs.split(",")
@@ -349,6 +360,7 @@ def main() -> None:
             else {}
         )
     CONSOLE.print(table(rows, quality))
+    CONSOLE.print(f"rnnlab's input table: a {'sparse' if args.sparse else 'dense'} gradient")
     result = {
         "machine": machine(),
         "torch": torch.__version__,
@@ -363,6 +375,7 @@ def main() -> None:
             "clip": CLIP,
             "dropout": DROPOUT,
         },
+        "rnnlab_sparse_embedding": args.sparse,
         "batches": args.batches,
         "warmup": args.warmup,
         "rows": [{**vars(r), "median": r.median} for r in rows],

@@ -26,12 +26,9 @@ def events(directory: Path) -> EventAccumulator:
     return accumulator
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("backend", ["builtin", "custom"])
-def test_logged_norms_are_the_gradients_norms(cell: str, backend: str, tmp_path: Path):
-    """Same tags on both backends: the parameters are named as PyTorch names them."""
+def monitored(module: RNNLMModule, tmp_path: Path) -> EventAccumulator:
+    """What GradientMonitor logs after one backward pass of ``module`` over the tiny text."""
     vocab = Vocab.build(TINY_TEXT, "char")
-    module = RNNLMModule(vocab.to_dict(), cell=cell, backend=backend, hidden_size=16, num_layers=2)
     ids = torch.tensor(vocab.encode(TINY_TEXT[:200])).view(4, 50)
     module.net.loss(ids[:, :-1], ids[:, 1:])[0].backward()
     logger = TensorBoardLogger(tmp_path, name="", version="")
@@ -40,7 +37,16 @@ def test_logged_norms_are_the_gradients_norms(cell: str, backend: str, tmp_path:
         trainer, module, None
     )
     logger.experiment.flush()
-    logged = events(tmp_path)
+    return events(tmp_path)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_logged_norms_are_the_gradients_norms(cell: str, backend: str, tmp_path: Path):
+    """Same tags on both backends: the parameters are named as PyTorch names them."""
+    vocab = Vocab.build(TINY_TEXT, "char").to_dict()
+    module = RNNLMModule(vocab, cell=cell, backend=backend, hidden_size=16, num_layers=2)
+    logged = monitored(module, tmp_path)
     names = [name for name, _ in module.named_parameters()]
     assert "net.rnn.weight_hh_l1" in names
     for name, param in module.named_parameters():
@@ -50,6 +56,18 @@ def test_logged_norms_are_the_gradients_norms(cell: str, backend: str, tmp_path:
         assert f"gradients/{name}" in logged.Tags()[HISTOGRAMS]
     total = math.sqrt(sum(p.grad.norm().item() ** 2 for p in module.parameters()))
     assert logged.Scalars("grad_norm/total")[0].value == pytest.approx(total, rel=1e-5)
+
+
+def test_a_sparse_embedding_gradient_is_logged_as_its_dense_self(tmp_path: Path):
+    """model.sparse_embedding: the table's norm sums each repeated id's rows first."""
+    vocab = Vocab.build(TINY_TEXT, "char").to_dict()
+    module = RNNLMModule(vocab, hidden_size=16, sparse_embedding=True)
+    logged = monitored(module, tmp_path)
+    grad = module.net.embedding.weight.grad
+    assert grad.is_sparse and not grad.is_coalesced()
+    (event,) = logged.Scalars("grad_norm/net.embedding.weight")
+    assert event.value == pytest.approx(grad.to_dense().norm().item(), rel=1e-6)
+    assert "gradients/net.embedding.weight" in logged.Tags()[HISTOGRAMS]
 
 
 def test_callbacks_gradients_logs_every_n_steps_in_a_run(tiny_corpus: Path, tmp_path: Path):

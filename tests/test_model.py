@@ -188,6 +188,11 @@ def test_tied_adaptive_input_is_each_words_output_vector(backend: str):
         ({"dropout": "x"}, "model.dropout must be a number, got 'x'"),
         ({"tie_weights": "yes"}, "model.tie_weights must be true or false, got 'yes'"),
         ({"locked_dropout": 1}, "model.locked_dropout must be true or false, got 1"),
+        ({"sparse_embedding": "on"}, "model.sparse_embedding must be true or false, got 'on'"),
+        (
+            {"sparse_embedding": True, "tie_weights": True},
+            "model.sparse_embedding needs an input table of its own, but tie_weights shares it",
+        ),
         ({"bptt": "numpy"}, "unknown model.bptt 'numpy'; use one of: manual, autograd"),
         ({"div_value": 0}, "model.div_value must be above 0, got 0"),
         ({"cell": "transformer"}, "unknown model.cell 'transformer'; use one of: rnn, gru, lstm"),

@@ -117,6 +117,21 @@ BAD_INPUT = {
         ["data=shakespeare_char", "paths.data_dir={tmp}/data"],
         "if offline, pass a local copy with data.path=",
     ),
+    "sparse with adam": (
+        {},
+        ["model.sparse_embedding=true"],
+        r"sparse_embedding=true needs an optimizer that takes sparse gradients \(torch.optim.SGD "
+        r"or Adagrad\), not Adam; set model.sparse_embedding=false",
+    ),
+    "sparse with weight decay": (
+        {},
+        [
+            "model.sparse_embedding=true",
+            "model.optimizer._target_=torch.optim.SGD",
+            "model.optimizer.weight_decay=0.01",
+        ],
+        "model.sparse_embedding=true cannot be combined with weight decay",
+    ),
     "negative lr": ({}, ["model.optimizer.lr=-1"], "model.optimizer.lr must be above 0, got -1"),
     "negative decay": (
         {},

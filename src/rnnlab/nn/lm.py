@@ -103,6 +103,10 @@ class ModelConfig:
     #: the input embeddings are the output layer's (needs embedding_dim == hidden_size): the
     #: decoder's matrix, or for the adaptive softmax its head and cluster weights (see embed)
     tie_weights: bool = False
+    #: the input table's gradient holds only the rows a batch looked up (a sparse tensor),
+    #: so the dense V x E gradient, its norm and its update are not paid every step; for
+    #: optimizers that take sparse gradients (SGD, Adagrad), with an untied table
+    sparse_embedding: bool = False
     #: softmax (one linear decoder) | adaptive (exact, far cheaper for large word vocabularies)
     output: str = "softmax"
     #: adaptive only: cluster boundaries in frequency-sorted ids (None: see default_cutoffs)
@@ -124,7 +128,7 @@ class ModelConfig:
             check_int("model.embedding_dim", self.embedding_dim, 1)
         check_number("model.dropout", self.dropout, 0, 1, open_high=True)
         check_number("model.div_value", self.div_value, 0, open_low=True)
-        for name in ("tie_weights", "locked_dropout"):
+        for name in ("tie_weights", "locked_dropout", "sparse_embedding"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"model.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.cutoffs is not None:
@@ -133,6 +137,11 @@ class ModelConfig:
             raise UserError(
                 f"model.tie_weights needs embedding_dim == hidden_size, got {self.embedding_dim} "
                 f"and {self.hidden_size}; drop embedding_dim or set it to hidden_size."
+            )
+        if self.sparse_embedding and self.tie_weights:
+            raise UserError(
+                "model.sparse_embedding needs an input table of its own, but tie_weights shares "
+                "it with the output layer, whose gradient is dense; set one of them to false."
             )
 
     @classmethod
@@ -201,7 +210,9 @@ class RNNLM(nn.Module):
         #: none where the adaptive softmax's own weights embed the input (tie_weights)
         self.embedding: nn.Embedding | None = None
         if not (self.adaptive and self.config.tie_weights):
-            self.embedding = nn.Embedding(vocab_size, self.config.embedding_size)
+            self.embedding = nn.Embedding(
+                vocab_size, self.config.embedding_size, sparse=self.config.sparse_embedding
+            )
         self.rnn = self.config.recurrent_core()
         self.dropout = nn.Dropout(self.config.dropout)
         hidden = self.config.hidden_size

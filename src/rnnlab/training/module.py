@@ -26,12 +26,33 @@ import torch
 from torchmetrics import MeanMetric
 
 from rnnlab.data.vocab import Vocab
+from rnnlab.errors import UserError
 from rnnlab.nn.lm import RNNLM, ModelConfig, State, detached
 from rnnlab.nn.sampling import sample_text
 from rnnlab.training.budget import BudgetDecay, budget_spent
 from rnnlab.training.checkpoint import read_checkpoint, run_state
+from rnnlab.training.clipping import clip_gradients_
 from rnnlab.training.logging_steps import is_logging_step
 from rnnlab.training.tensorboard import tensorboard_writers
+
+#: the optimizers that update a parameter from a sparse gradient (Adam and most others refuse)
+SPARSE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adagrad)
+
+
+def check_sparse_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """model.sparse_embedding: refuse, in one sentence, what torch would refuse at the first
+    step with a stack trace."""
+    if not isinstance(optimizer, SPARSE_OPTIMIZERS):
+        raise UserError(
+            f"model.sparse_embedding=true needs an optimizer that takes sparse gradients "
+            f"(torch.optim.SGD or Adagrad), not {type(optimizer).__name__}; set "
+            "model.sparse_embedding=false or model.optimizer._target_=torch.optim.SGD."
+        )
+    if any(group.get("weight_decay", 0) for group in optimizer.param_groups):
+        raise UserError(
+            "model.sparse_embedding=true cannot be combined with weight decay, which torch's "
+            "optimizers refuse for sparse gradients; set model.optimizer.weight_decay=0."
+        )
 
 
 def lm_metrics(loss: float, char_level: bool) -> dict[str, float]:
@@ -183,10 +204,27 @@ class RNNLMModule(L.LightningModule):
             writer.add_text("sample", block, self.global_step)
 
     # -- optimisation -----------------------------------------------------------------
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping, which calls torch's, unless the embedding's gradient is
+        sparse: torch's refuses it, so :func:`clip_gradients_` clips the same way."""
+        if not self.net.config.sparse_embedding:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+        elif gradient_clip_val:
+            clip_gradients_(self.parameters(), gradient_clip_val, gradient_clip_algorithm or "norm")
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("RNNLMModule needs an optimizer factory to train")
         optimizer = self.optimizer_factory(params=self.parameters())
+        if self.net.config.sparse_embedding:
+            check_sparse_optimizer(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -44,5 +44,6 @@ class GradientMonitor(L.Callback):
             for name, param in pl_module.named_parameters():
                 for writer in writers:
                     writer.add_histogram(f"weights/{name}", param.detach(), step)
-                    if param.grad is not None:
-                        writer.add_histogram(f"gradients/{name}", param.grad, step)
+                    if param.grad is not None:  # a sparse one (model.sparse_embedding) in full
+                        grad = param.grad.to_dense() if param.grad.is_sparse else param.grad
+                        writer.add_histogram(f"gradients/{name}", grad, step)
