@@ -132,6 +132,7 @@ BAD_INPUT = {
         ],
         "model.sparse_embedding=true cannot be combined with weight decay",
     ),
+    "allocator flag": ({}, ["keep_freed_memory=maybe"], "keep_freed_memory must be true or false"),
     "negative lr": ({}, ["model.optimizer.lr=-1"], "model.optimizer.lr must be above 0, got -1"),
     "negative decay": (
         {},

@@ -29,7 +29,8 @@ MAX_SEED = 2**32 - 1
 
 
 def check_train(cfg: DictConfig) -> None:
-    """rnnlab-train's config: seed, model, optimizer, trainer limits, checkpoints, threads."""
+    """rnnlab-train's config: seed, model, optimizer, trainer limits, checkpoints, threads,
+    the allocator."""
     check_seed(cfg.seed)
     ModelConfig.from_settings(cfg.model)
     optimizer = cfg.model.get("optimizer") or {}
@@ -47,6 +48,8 @@ def check_train(cfg: DictConfig) -> None:
         check_int("checkpoint.every_n_train_steps", cfg.checkpoint.every_n_train_steps, 1)
     if cfg.get("torch_threads") is not None:
         check_int("torch_threads", cfg.torch_threads, 1)
+    if not isinstance(cfg.get("keep_freed_memory", False), bool):
+        raise UserError(f"keep_freed_memory must be true or false, got {cfg.keep_freed_memory!r}.")
     if cfg.get("optimized_metric") is not None:
         check_optimized_metric(cfg.optimized_metric)
 

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.atomic import write_text_atomically
+from rnnlab.cli.allocator import keep_freed_memory
 from rnnlab.cli.app import config_dir, exit_on_user_error, instantiate_all, register_model_settings
 from rnnlab.cli.checks import check_optimized_metric, check_train
 from rnnlab.cli.resume import resumed_config
@@ -128,6 +129,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_train(cfg)
     if cfg.get("torch_threads"):  # parallel jobs on one machine must not oversubscribe its cores
         torch.set_num_threads(cfg.torch_threads)
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer, throughput = build(cfg)
     if cfg.get("ckpt_path"):
