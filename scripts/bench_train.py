@@ -10,6 +10,8 @@ RNN, emsize = nhid = 200, bptt 35, batch 20, SGD lr 20, gradients clipped to nor
   everything a user gets (Lightning loop, progress bar, TensorBoard, checkpoints), and
   ``model.sparse_embedding=true``, which SGD allows: the input table's gradient holds the
   rows a batch looked up, not 33,278 (the same updates; ``--dense-embedding`` turns it off);
+  and ``keep_freed_memory`` (``rnnlab.cli.allocator``), which this process then keeps, so
+  ``plain`` runs with it too (``--glibc-defaults``: neither);
 - ``example`` (full softmax only, with ``--example-dir`` a checkout of pytorch/examples'
   ``word_language_model``): the example's own ``main.py --model RNN_TANH``, its defaults
   being the recipe, in a process of its own; its ``ms/batch`` lines give the speed and it
@@ -58,6 +60,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from rnnlab.cli.allocator import keep_freed_memory
 from rnnlab.cli.app import compose_config
 from rnnlab.cli.train import train
 from rnnlab.data.datamodule import LMDataModule, batchify
@@ -208,16 +211,17 @@ def rnnlab_config(data: Path, workdir: Path, overrides: list[str]) -> Any:
 
 
 def rnnlab(
-    data: Path, workdir: Path, backend: str, output: str, batches: int, warmup: int, sparse: bool
+    args: argparse.Namespace, workdir: Path, backend: str, output: str, batches: int
 ) -> float:
-    """Tokens/s of ``rnnlab.cli.train.train`` over ``batches`` batches, after ``warmup``."""
+    """Tokens/s of ``rnnlab.cli.train.train`` over ``batches`` batches, after ``args.warmup``."""
     cfg = rnnlab_config(
-        data,
+        args.data,
         workdir,
         [
             f"model.backend={backend}",
             f"model.output={output}",
-            f"model.sparse_embedding={str(sparse).lower()}",
+            f"model.sparse_embedding={str(args.sparse).lower()}",
+            f"keep_freed_memory={str(not args.glibc_defaults).lower()}",
             f"trainer.limit_train_batches={batches}",
             "trainer.limit_val_batches=1",
         ],
@@ -226,7 +230,7 @@ def rnnlab(
     with open_dict(cfg):
         cfg.callbacks.bench_clock = {
             "_target_": f"{__name__}.BatchClock",
-            "warmup": warmup,
+            "warmup": args.warmup,
             "report": str(report),
         }
     train(cfg)
@@ -276,9 +280,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Row]:
                 elif way == "example":
                     rate = example(args.example_dir, args.data, workdir, batches, args.warmup)
                 else:
-                    rate = rnnlab(
-                        args.data, workdir, way, output, batches, args.warmup, args.sparse
-                    )
+                    rate = rnnlab(args, workdir, way, output, batches)
                 rows[output, way].tokens_per_sec.append(rate)
                 CONSOLE.print(f"{output:8s} {way:8s} rep {rep}: {rate:,.0f} tokens/s")
     return list(rows.values())
@@ -349,9 +351,16 @@ def main() -> None:
         action="store_false",
         help="rnnlab's input table gets a dense gradient, as in the plain loop and the example",
     )
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's malloc as it is (rnnlab runs with keep_freed_memory=false)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_train.json"))
     args = parser.parse_args()
     args.outputs = args.outputs.split(",")
+    if not args.glibc_defaults:
+        keep_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
         rows = measure(args, Path(tmp))
         quality = (
@@ -360,7 +369,11 @@ def main() -> None:
             else {}
         )
     CONSOLE.print(table(rows, quality))
-    CONSOLE.print(f"rnnlab's input table: a {'sparse' if args.sparse else 'dense'} gradient")
+    CONSOLE.print(
+        f"rnnlab's input table: a {'sparse' if args.sparse else 'dense'} gradient; glibc's "
+        f"malloc: {'its defaults' if args.glibc_defaults else 'keep_freed_memory'} "
+        "(plain and rnnlab; the example's main.py: its defaults)"
+    )
     result = {
         "machine": machine(),
         "torch": torch.__version__,
@@ -376,6 +389,7 @@ def main() -> None:
             "dropout": DROPOUT,
         },
         "rnnlab_sparse_embedding": args.sparse,
+        "keep_freed_memory": not args.glibc_defaults,
         "batches": args.batches,
         "warmup": args.warmup,
         "rows": [{**vars(r), "median": r.median} for r in rows],
