@@ -5,8 +5,8 @@ a fresh ``mmap`` and unmaps it on free. A training step's largest tensors, the f
 softmax's logits and their gradient (batch x steps x vocabulary floats: 93 MB for the
 PyTorch word_language_model recipe on WikiText-2), are then page-faulted in and zeroed
 by the kernel anew on every step. With both thresholds at 1 GB, freed blocks stay in
-the heap for the next step (the recipe's plain loop trains about 1.35x the tokens/s on
-the Intel Xeon; ``scripts/bench_train.py``). The price: the process's resident memory
+the heap for the next step (the recipe's plain loop: 1.48x the tokens/s on a 2-vCPU
+Intel Xeon, README "Training throughput"). The price: the process's resident memory
 does not shrink back after its peak. Where the C library is not glibc, nothing changes.
 """
 
