@@ -27,6 +27,13 @@ def check_choice(name: str, value: T, choices: Sequence[T]) -> T:
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is true or false (a YAML ``yes`` or ``1`` is not)."""
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}.")
+    return value
+
+
 def check_int(name: str, value: Any, minimum: int) -> int:
     """``value`` if it is a whole number of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):

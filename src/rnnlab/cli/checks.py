@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from rnnlab.errors import UserError, check_choice, check_int, check_number
+from rnnlab.errors import UserError, check_bool, check_choice, check_int, check_number
 from rnnlab.nn.lm import BACKENDS, ModelConfig
 from rnnlab.training.budget import BudgetDecay
 from rnnlab.training.budget import check_options as check_budget_options
@@ -48,8 +48,7 @@ def check_train(cfg: DictConfig) -> None:
         check_int("checkpoint.every_n_train_steps", cfg.checkpoint.every_n_train_steps, 1)
     if cfg.get("torch_threads") is not None:
         check_int("torch_threads", cfg.torch_threads, 1)
-    if not isinstance(cfg.get("keep_freed_memory", False), bool):
-        raise UserError(f"keep_freed_memory must be true or false, got {cfg.keep_freed_memory!r}.")
+    check_bool("keep_freed_memory", cfg.get("keep_freed_memory", False))
     if cfg.get("optimized_metric") is not None:
         check_optimized_metric(cfg.optimized_metric)
 
@@ -118,8 +117,7 @@ def check_sample(cfg: DictConfig) -> None:
     check_number("temperature", cfg.temperature, 0, open_low=True)
     if cfg.top_k is not None:
         check_int("top_k", cfg.top_k, 1)
-    if not isinstance(cfg.greedy, bool):
-        raise UserError(f"greedy must be true or false, got {cfg.greedy!r}.")
+    check_bool("greedy", cfg.greedy)
     check_seed(cfg.seed)
     check_option("unknown", cfg.unknown, ("error", "unk"))
     check_checkpoint_options(cfg)

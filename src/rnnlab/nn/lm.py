@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab.errors import UserError, check_choice, check_int, check_number
+from rnnlab.errors import UserError, check_bool, check_choice, check_int, check_number
 from rnnlab.nn import BACKENDS, gru, lstm, rnn
 from rnnlab.nn.gru import CustomGRU
 from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
@@ -129,8 +129,7 @@ class ModelConfig:
         check_number("model.dropout", self.dropout, 0, 1, open_high=True)
         check_number("model.div_value", self.div_value, 0, open_low=True)
         for name in ("tie_weights", "locked_dropout", "sparse_embedding"):
-            if not isinstance(getattr(self, name), bool):
-                raise UserError(f"model.{name} must be true or false, got {getattr(self, name)!r}.")
+            check_bool(f"model.{name}", getattr(self, name))
         if self.cutoffs is not None:
             object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # a list from the configs
         if self.tie_weights and self.embedding_size != self.hidden_size:

@@ -26,33 +26,13 @@ import torch
 from torchmetrics import MeanMetric
 
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import UserError
 from rnnlab.nn.lm import RNNLM, ModelConfig, State, detached
 from rnnlab.nn.sampling import sample_text
 from rnnlab.training.budget import BudgetDecay, budget_spent
 from rnnlab.training.checkpoint import read_checkpoint, run_state
-from rnnlab.training.clipping import clip_gradients_
 from rnnlab.training.logging_steps import is_logging_step
+from rnnlab.training.sparse_gradients import check_sparse_optimizer, clip_gradients_
 from rnnlab.training.tensorboard import tensorboard_writers
-
-#: the optimizers that update a parameter from a sparse gradient (Adam and most others refuse)
-SPARSE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adagrad)
-
-
-def check_sparse_optimizer(optimizer: torch.optim.Optimizer) -> None:
-    """model.sparse_embedding: refuse, in one sentence, what torch would refuse at the first
-    step with a stack trace."""
-    if not isinstance(optimizer, SPARSE_OPTIMIZERS):
-        raise UserError(
-            f"model.sparse_embedding=true needs an optimizer that takes sparse gradients "
-            f"(torch.optim.SGD or Adagrad), not {type(optimizer).__name__}; set "
-            "model.sparse_embedding=false or model.optimizer._target_=torch.optim.SGD."
-        )
-    if any(group.get("weight_decay", 0) for group in optimizer.param_groups):
-        raise UserError(
-            "model.sparse_embedding=true cannot be combined with weight decay, which torch's "
-            "optimizers refuse for sparse gradients; set model.optimizer.weight_decay=0."
-        )
 
 
 def lm_metrics(loss: float, char_level: bool) -> dict[str, float]:

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.training.clipping import clip_gradients_
 from rnnlab.training.module import RNNLMModule
+from rnnlab.training.sparse_gradients import clip_gradients_
 from tests.conftest import quiet_trainer
 
 
