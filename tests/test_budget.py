@@ -42,11 +42,24 @@ def test_the_learning_rate_is_the_decay_of_the_budget_spent(shape: str, spent: f
     assert "progress" not in decay.state_dict()
 
 
-def test_a_bad_shape_or_floor_is_one_sentence():
+@pytest.mark.parametrize(
+    ("spent", "factor"),
+    [(0.0, 1.0), (0.6, 1.0), (0.7, 0.1 + 0.9 * 0.75), (0.9, 0.1 + 0.9 * 0.25), (1.0, 0.1)],
+)
+def test_a_hold_keeps_the_first_rate_then_decays_over_the_rest(spent: float, factor: float):
+    decay = scheduler(floor=0.1, hold=0.6, progress=lambda: spent)
+    decay.optimizer.step()
+    decay.step()
+    assert decay.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * factor, rel=1e-12)
+
+
+def test_a_bad_shape_floor_or_hold_is_one_sentence():
     with pytest.raises(UserError, match="model.scheduler.shape"):
         scheduler(shape="step")
     with pytest.raises(UserError, match="model.scheduler.floor"):
         scheduler(floor=1.5)
+    with pytest.raises(UserError, match=r"model.scheduler.hold must be in \[0, 1\)"):
+        scheduler(hold=1.0)
 
 
 def trainer(elapsed=None, duration=None, **limits) -> SimpleNamespace:

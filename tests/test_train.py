@@ -144,6 +144,11 @@ BAD_INPUT = {
         ["model/scheduler=budget", "model.scheduler.shape=step"],
         "unknown model.scheduler.shape 'step'; use one of: linear, cosine",
     ),
+    "budget hold": (
+        {},
+        ["model/scheduler=budget", "model.scheduler.hold=1"],
+        r"model.scheduler.hold must be in \[0, 1\), got 1",
+    ),
     "seed abc": ({}, ["seed=abc"], "seed must be a whole number, got 'abc'"),
     "negative clip": (
         {},

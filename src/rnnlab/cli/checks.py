@@ -40,7 +40,9 @@ def check_train(cfg: DictConfig) -> None:
         check_number("model.optimizer.weight_decay", optimizer.weight_decay, 0)
     scheduler = cfg.model.get("scheduler") or {}
     if scheduler.get("_target_") == f"{BudgetDecay.__module__}.{BudgetDecay.__name__}":
-        check_budget_options(scheduler.get("shape", "linear"), scheduler.get("floor", 0.01))
+        check_budget_options(
+            **{k: scheduler[k] for k in ("shape", "floor", "hold") if k in scheduler}
+        )
     check_int("model.sample_tokens", cfg.model.sample_tokens, 0)
     check_number("model.sample_temperature", cfg.model.sample_temperature, 0, open_low=True)
     check_trainer(cfg.trainer)

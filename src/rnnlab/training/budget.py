@@ -1,17 +1,22 @@
 r"""A learning-rate schedule laid over the run's whole budget, so that a preset spends the
 time it is given on any corpus and any machine, and ends with a small learning rate.
 
-With ``p`` the share of the budget spent (0 at the start, 1 when the run must stop) and
-``lr_0`` each parameter group's initial rate::
+With ``p`` the share of the budget spent (0 at the start, 1 when the run must stop),
+``lr_0`` each parameter group's initial rate and ``hold`` the share spent at ``lr_0``
+before the decay starts::
 
-    lr(p) = lr_0 * (floor + (1 - floor) * d(p))      d(p) = 1 - p           (linear)
-                                                      d(p) = (1 + cos(pi p)) / 2  (cosine)
+    lr(p) = lr_0 * (floor + (1 - floor) * d(q))      d(q) = 1 - q           (linear)
+    q = max(0, (p - hold) / (1 - hold))               d(q) = (1 + cos(pi q)) / 2  (cosine)
 
 The budget is whichever of the Trainer's limits ends the run first: ``max_time`` (the
 training wall clock, Lightning's Timer, which a resumed run carries on), ``max_steps``,
 or ``max_epochs`` times the batches of an epoch; so an epoch-count preset keeps working.
 Decaying linearly to (near) zero over the budget does as well as tuned step schedules
-(Li, Yumer and Ramanan, "Budgeted training", ICLR 2020). The schedule steps after every
+(Li, Yumer and Ramanan, "Budgeted training", ICLR 2020). Holding the first rate for part
+of the budget and decaying only in the rest ("warmup-stable-decay"; Hägele et al.,
+"Scaling laws and compute-optimal training beyond fixed training durations", NeurIPS
+2024) suits runs of a few thousand steps, where decaying from the first step slows the
+descent while the loss still falls fast at ``lr_0``. The schedule steps after every
 optimiser step.
 """
 
@@ -49,10 +54,11 @@ def budget_spent(trainer: L.Trainer) -> float:
     return min(1.0, max(shares, default=0.0))
 
 
-def check_options(shape: str, floor: float) -> None:
+def check_options(shape: str = "linear", floor: float = 0.01, hold: float = 0.0) -> None:
     """The schedule's options, in one sentence each (before the run builds anything)."""
     check_choice("model.scheduler.shape", shape, tuple(SHAPES))
     check_number("model.scheduler.floor", floor, 0, 1)
+    check_number("model.scheduler.hold", hold, 0, 1, open_high=True)
 
 
 class BudgetDecay(torch.optim.lr_scheduler.LRScheduler):
@@ -68,16 +74,18 @@ class BudgetDecay(torch.optim.lr_scheduler.LRScheduler):
         optimizer: torch.optim.Optimizer,
         shape: str = "linear",
         floor: float = 0.01,
+        hold: float = 0.0,
         progress: Callable[[], float] | None = None,
         last_epoch: int = -1,
     ) -> None:
-        check_options(shape, floor)
-        self.shape, self.floor, self.progress = shape, floor, progress
+        check_options(shape, floor, hold)
+        self.shape, self.floor, self.hold, self.progress = shape, floor, hold, progress
         super().__init__(optimizer, last_epoch)
 
     def factor(self, spent: float) -> float:
         """``lr(p) / lr_0``."""
-        return self.floor + (1.0 - self.floor) * SHAPES[self.shape](spent)
+        decayed = max(0.0, (spent - self.hold) / (1.0 - self.hold))
+        return self.floor + (1.0 - self.floor) * SHAPES[self.shape](decayed)
 
     def get_lr(self) -> list[float]:
         factor = self.factor(self.progress() if self.progress is not None else 0.0)
