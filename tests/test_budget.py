@@ -1,6 +1,7 @@
 """model/scheduler=budget: the decay by hand, the share of the budget each limit gives,
 and a run that ends at the floor, its checkpoint loading with weights_only."""
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -103,3 +104,28 @@ def test_a_run_on_the_budget_schedule_ends_at_the_floor(tiny_corpus: Path, tmp_p
     lr = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr == pytest.approx(3e-3 * 0.05, rel=1e-9)  # 20 of 20 steps spent
     assert checkpoint["lr_schedulers"][0]["last_epoch"] == 20
+
+
+def test_a_time_budget_shorter_than_an_epoch_stops_the_run_within_it(
+    tiny_corpus: Path, tmp_path: Path
+):
+    """Lightning trains on past max_time until min_epochs is met: the default must not
+    set one, or a corpus whose epoch outlasts the budget overruns it by the epoch."""
+    cfg = compose_train(
+        [
+            f"data.path={tiny_corpus}",
+            "model/scheduler=budget",
+            "model.hidden_size=16",
+            "model.sample_tokens=0",
+            "data.batch_size=4",
+            "data.seq_len=8",
+            "trainer.max_epochs=-1",
+            "trainer.max_time=00:00:00:00",
+            "trainer.limit_train_batches=10",
+            "logger=csv",
+        ],
+        output_dir=tmp_path,
+    )
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 0  # with min_epochs=1 it trains its whole 10-batch epoch
