@@ -1,5 +1,6 @@
 """model/scheduler=budget: the decay by hand, the share of the budget each limit gives,
-and a run that ends at the floor, its checkpoint loading with weights_only."""
+a run that ends at the floor, its checkpoint loading with weights_only, and a time budget
+shorter than an epoch stopping the run within that epoch."""
 
 import json
 import math
@@ -114,7 +115,6 @@ def test_a_time_budget_shorter_than_an_epoch_stops_the_run_within_it(
     cfg = compose_train(
         [
             f"data.path={tiny_corpus}",
-            "model/scheduler=budget",
             "model.hidden_size=16",
             "model.sample_tokens=0",
             "data.batch_size=4",
