@@ -1,11 +1,14 @@
 """rnnlab-train end to end, what it writes, and every user mistake it refuses in one sentence."""
 
 import dataclasses
+import importlib.metadata
 import json
 import math
+import os
 import re
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -76,6 +79,19 @@ def test_the_run_record_names_every_model_setting(trained_run: Path):
     assert recorded == dataclasses.asdict(model)
     assert recorded["embedding_dim"] == 32  # resolved: null means hidden_size
     assert {"level", "seq_len", "batch_size", "lr", "optimizer", "seed"} <= set(metrics["hparams"])
+
+
+def test_the_run_record_says_where_the_run_ran(trained_run: Path):
+    """metrics.json names the machine, so its times can be read against it."""
+    machine = json.loads((trained_run / "metrics.json").read_text())["machine"]
+    assert set(machine) == {"cpu", "cores", "torch_threads", "gpu", "torch", "lightning", "rnnlab"}
+    assert machine["cores"] == os.cpu_count()
+    assert machine["torch"] == torch.__version__
+    assert machine["lightning"] == lightning.__version__
+    assert machine["rnnlab"] == importlib.metadata.version("rnnlab")
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
+    assert machine["torch_threads"] >= 1
+    assert machine["gpu"] is None or isinstance(machine["gpu"], str)
 
 
 SHORT = b"hello there\n" * 20

@@ -8,6 +8,10 @@ record, sweep summary and TensorBoard HParams table without a list to keep by ha
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -63,7 +67,41 @@ def run_record(
         "num_params": sum(p.numel() for p in module.parameters()),
         "vocab_size": len(module.vocab),
         "hparams": run_hparams(module.net.config, config),
+        "machine": machine(),
     }
+
+
+def machine() -> dict[str, Any]:
+    """Where the run ran, so a time or a tokens/s figure can be read against its machine
+    (the same preset runs at very different speeds on different CPUs)."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "lightning": version("lightning"),
+        "rnnlab": version("rnnlab"),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's name as Linux reports it, else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def version(package: str) -> str | None:
+    """An installed package's version; None when it runs from a tree never installed."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def log_hparams(loggers: list[Logger], record: dict[str, Any]) -> None:
