@@ -248,7 +248,11 @@ def render(records: dict[str, dict[str, Any]]) -> str:
             lines += ["", f"## {SECTIONS[section]}"]
         lines += ["", f"### {record['title']}", ""]
         about = [f"source: *{record['source']}*"]
-        about += [f"machine: {machine_text(record['machine'])}"] if record.get("machine") else []
+        machines = [machine_text(record["machine"])] if record.get("machine") else []
+        machines = machines or sorted(
+            {machine_text(r["machine"]) for r in record.get("runs", []) if r.get("machine")}
+        )
+        about += [f"machine: {'; '.join(machines)}"] if machines else []
         about += [f"date: {record['date']}"] if record.get("date") else []
         lines += ["; ".join(about) + ".", ""]
         if record.get("command"):

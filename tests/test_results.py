@@ -127,4 +127,5 @@ def test_a_runs_metrics_json_becomes_a_record(renderer, trained_run: Path, tmp_p
     assert (low, high) == (metrics["test"]["ppl"], metrics["test"]["ppl"] + 2.0)
     page = out.read_text()
     assert "test ppl over 2 seeds: mean" in page and "| run |" in page
+    assert f"machine: {metrics['machine']['cpu']}, {metrics['machine']['cores']} cores" in page
     assert renderer.main(["--check", "--records", str(records), "--out", str(out)]) == 0
