@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from rnnlab.nn.lm import CORES, GATES, RNNLM, ModelConfig
+from rnnlab.nn.cores import CORES, GATES
+from rnnlab.nn.lm import RNNLM, ModelConfig
 
 
 @dataclass(frozen=True)

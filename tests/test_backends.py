@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.nn.lm import RNNLM, ModelConfig, detached
+from rnnlab.nn.cores import detached
+from rnnlab.nn.lm import RNNLM, ModelConfig
 from rnnlab.nn.sampling import sample_text
 from rnnlab.training.module import RNNLMModule
 from tests.conftest import quiet_trainer

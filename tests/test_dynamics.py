@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.nn import BACKENDS
+from rnnlab.nn.cores import CORES, cell_functions, layer_weights
 from rnnlab.nn.dynamics import (
     Trace,
     gradient_through_time,
@@ -16,7 +17,7 @@ from rnnlab.nn.dynamics import (
     step_jacobian_norm,
     trace,
 )
-from rnnlab.nn.lm import CORES, RNNLM, ModelConfig, cell_functions, layer_weights
+from rnnlab.nn.lm import RNNLM, ModelConfig
 
 CELLS = tuple(CORES)
 VOCAB, B, T = 13, 3, 9
@@ -150,8 +151,8 @@ def test_step_jacobian_norm_is_the_exact_spectral_norm(cell: str):
 
 def exact_step_jacobian_norms(net: RNNLM, tr: Trace, layer: int) -> torch.Tensor:
     """||d s_t / d s_{t-1}||_2 of every step and example, one jacobian() each."""
-    _, step = cell_functions(net)
-    weights = layer_weights(net, layer)
+    _, step = cell_functions(net.config.cell, net.config.nonlinearity)
+    weights = layer_weights(net.rnn, layer)
     lstm = net.config.cell == "lstm"
     norms = []
     for t, a_t in enumerate(tr.projections[layer].detach().unbind(0)):

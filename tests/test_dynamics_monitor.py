@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 
 from rnnlab.cli.train import train
 from rnnlab.errors import UserError
-from rnnlab.nn.lm import GATES
+from rnnlab.nn.cores import GATES
 from rnnlab.report.compare import compare
 from rnnlab.training.callbacks.dynamics import DynamicsMonitor
 from tests.conftest import TINY_RUN, compose_train

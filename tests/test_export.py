@@ -18,6 +18,7 @@ import torch
 from rnnlab.cli.export import sha256
 from rnnlab.cli.sample import samples
 from rnnlab.cli.train import train
+from rnnlab.nn.cores import CORES
 from rnnlab.nn.export import (
     INPUTS,
     ChunkLM,
@@ -26,7 +27,7 @@ from rnnlab.nn.export import (
     reference_outputs,
     state_kind,
 )
-from rnnlab.nn.lm import CORES, OUTPUTS, RNNLM, ModelConfig
+from rnnlab.nn.lm import OUTPUTS, RNNLM, ModelConfig
 from rnnlab.training.module import RNNLMModule
 from tests.conftest import REPO, TINY_RUN, TINY_TEXT, compose_train, invoke, one_sentence
 
@@ -56,8 +57,7 @@ def model(
         num_layers=layers,
         hidden_size=12,
         tie_weights=tie,
-        cutoffs=(5, 11) if output == "adaptive" else None,
-        div_value=2.0,
+        **({"cutoffs": (5, 11), "div_value": 2.0} if output == "adaptive" else {}),
     )
     return RNNLM(VOCAB, config).to(dtype).eval()
 

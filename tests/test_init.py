@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rnnlab.errors import UserError
-from rnnlab.nn.lm import CORES, GATES, RNNLM, ModelConfig
+from rnnlab.nn.cores import CORES, GATES
+from rnnlab.nn.lm import RNNLM, ModelConfig
 
 CELLS = tuple(CORES)
 

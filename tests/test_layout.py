@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, held by the code: what each subpackage may import.
+"""The layers of docs/design.md, held by the code: what each subpackage may import.
 
 Every import statement of every module counts, those inside functions too, and so do
 the rnnlab modules it imports in turn: a rule on ``rnnlab.training`` is broken as much by
@@ -20,8 +20,9 @@ MODULES = sorted(
     ".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
     for p in (SRC / "rnnlab").rglob("*.py")
 )
-#: the hand-written cells: copy one file anywhere with torch installed and it works
+#: the hand-written cells: each file with the layer stack they share works anywhere with torch
 CELLS = ("rnnlab.nn.rnn", "rnnlab.nn.gru", "rnnlab.nn.lstm")
+STACK = "rnnlab.nn.stack"
 #: the dependency-free modules every layer may use
 BASE = ("rnnlab", "rnnlab.errors", "rnnlab.atomic")
 
@@ -80,7 +81,7 @@ def layer_modules(layer: str) -> list[str]:
     return [m for m in MODULES if in_layer(m, layer)]
 
 
-def test_the_layout_is_the_one_of_design_md():
+def test_the_layout_is_the_one_of_the_design_document():
     """Five layers, and beside them only the two modules every layer shares."""
     top = SRC / "rnnlab"
     subpackages = {p.name for p in top.iterdir() if (p / "__init__.py").is_file()}
@@ -89,10 +90,11 @@ def test_the_layout_is_the_one_of_design_md():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_a_cell_imports_torch_only(cell: str):
+def test_a_cell_imports_torch_and_the_layer_stack_only(cell: str):
     imports = direct_imports(cell)
-    assert {n for n in imports if n.startswith("rnnlab")} == set()
+    assert {n for n in imports if n.startswith("rnnlab")} == {"rnnlab", "rnnlab.nn", STACK}
     assert third_party(imports) == {"torch"}
+    assert {n for n in direct_imports(STACK) if n.startswith("rnnlab")} == set()
 
 
 @pytest.mark.parametrize("module", layer_modules("rnnlab.nn"))

@@ -6,8 +6,9 @@ import torch
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
+from rnnlab.nn.cores import detached
 from rnnlab.nn.gru import CustomGRU
-from rnnlab.nn.lm import RNNLM, ModelConfig, default_cutoffs, detached
+from rnnlab.nn.lm import RNNLM, ModelConfig, default_cutoffs
 from rnnlab.nn.lstm import CustomLSTM
 from rnnlab.nn.rnn import CustomRNN
 
@@ -201,6 +202,37 @@ def test_tied_adaptive_input_is_each_words_output_vector(backend: str):
 def test_each_setting_is_checked_once_in_the_dataclass(settings: dict, message: str):
     with pytest.raises(UserError, match=message):
         ModelConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"cell": "lstm", "nonlinearity": "relu"},
+            "model.nonlinearity=relu has no effect here: it applies only with model.cell=rnn",
+        ),
+        (
+            {"backend": "builtin", "bptt": "autograd"},
+            "model.bptt=autograd has no effect here: it applies only with model.backend=custom",
+        ),
+        ({"cutoffs": [5]}, r"model.cutoffs=\(5,\) has no effect here: .* model.output=adaptive"),
+        ({"div_value": 2.0}, "model.div_value=2.0 has no effect here"),
+        ({"recurrent_init_scale": 0.5}, "applies only with model.recurrent_init=orthogonal"),
+        ({"locked_dropout": True}, "model.locked_dropout=true has no effect here"),
+    ],
+)
+def test_a_setting_that_does_not_apply_to_the_chosen_model_is_refused(settings: dict, message):
+    with pytest.raises(UserError, match=message):
+        ModelConfig(**settings)
+
+
+def test_the_settings_that_apply_are_taken():
+    """The same values where they apply: the refusals above are about the combination."""
+    ModelConfig(cell="rnn", nonlinearity="relu")
+    ModelConfig(backend="custom", bptt="autograd")
+    ModelConfig(output="adaptive", cutoffs=[5], div_value=2.0)
+    ModelConfig(recurrent_init="orthogonal", recurrent_init_scale=0.5)
+    ModelConfig(dropout=0.1, locked_dropout=True)
 
 
 def test_the_dataclass_takes_its_fields_from_a_config_node_and_resolves_for_a_vocabulary():

@@ -2,8 +2,11 @@
 
 - :mod:`rnnlab.nn.rnn`, :mod:`rnnlab.nn.gru`, :mod:`rnnlab.nn.lstm`: the hand-written
   Elman RNN, GRU and LSTM (forward pass and BPTT), drop-ins for ``torch.nn.RNN``, ``GRU``
-  and ``LSTM``; each file imports torch only, so each can be copied alone (which is why
-  their module scaffolding, argument checks and shapes, is written in each);
+  and ``LSTM``; each file holds its cell's math only;
+- :mod:`rnnlab.nn.stack`: the layer stack around every hand-written cell (arguments,
+  parameters, layers, dropout between them, the carried state), written once;
+- :mod:`rnnlab.nn.cores`: the registry of cells, builtin and custom, and what the probes
+  and the export ask of a cell;
 - :mod:`rnnlab.nn.lm`: :class:`~rnnlab.nn.lm.RNNLM`, the language model, and
   :class:`~rnnlab.nn.lm.ModelConfig`, its settings;
 - :mod:`rnnlab.nn.sampling`: generation with temperature, top-k, a prompt and a seed;

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp
 
-from rnnlab.nn.lm import GATES, RNNLM, State, cell_functions, layer_weights
+from rnnlab.nn.cores import GATES, PAIRED_STATE, State, cell_functions, layer_weights
+from rnnlab.nn.lm import RNNLM
 
 #: what saturation means for each activation a step function names (``h``: the nonlinearity)
 ACTIVATION_KINDS = {
@@ -87,19 +88,19 @@ def unit_rows(v: Tensor) -> Tensor:
 def zero_state(model: RNNLM, batch: int, like: Tensor) -> State:
     """A zero start that requires grad, so that ``dl/dh_0`` is defined too."""
     h = like.new_zeros(batch, model.config.hidden_size).requires_grad_()
-    if model.config.cell == "lstm":
+    if model.config.cell in PAIRED_STATE:
         return h, like.new_zeros(batch, model.config.hidden_size).requires_grad_()
     return h
 
 
 def trace(model: RNNLM, tokens: Tensor) -> Trace:
     """Unroll ``model`` over ``tokens`` ``(B, T)`` from a zero state, keeping every step."""
-    project, step = cell_functions(model)
+    project, step = cell_functions(model.config.cell, model.config.nonlinearity)
     x = model.embed(tokens.t())  # (T, B, E)
     projections, states, activations = [], [], []
     for layer in range(model.config.num_layers):
-        weights = layer_weights(model, layer)
-        a = project(x, weights[0], weights[2], weights[3])  # (T, B, G*H)
+        weights = layer_weights(model.rnn, layer)
+        a = project(x, weights)  # (T, B, G*H)
         state, layer_states, layer_acts = zero_state(model, x.shape[1], x), [], []
         layer_states.append(state)
         for a_t in a.unbind(0):
@@ -142,7 +143,7 @@ def recurrent_spectrum(model: RNNLM) -> list[dict[str, tuple[float, float]]]:
     spectra = []
     with torch.no_grad():
         for layer in range(model.config.num_layers):
-            blocks = layer_weights(model, layer)[1].split(hidden)
+            blocks = layer_weights(model.rnn, layer)[1].split(hidden)
             spectra.append(
                 {
                     name: (
@@ -162,13 +163,13 @@ def step_jacobian_norm(model: RNNLM, tr: Trace, iterations: int = 20, seed: int 
     rows, and each row's vector is normalised on its own, so one power iteration runs
     them all. Starts from a private generator's draw: the global random state is untouched.
     """
-    _, step = cell_functions(model)
-    lstm_state = model.config.cell == "lstm"
+    _, step = cell_functions(model.config.cell, model.config.nonlinearity)
+    lstm_state = model.config.cell in PAIRED_STATE
     hidden = model.config.hidden_size
     generator = torch.Generator().manual_seed(seed)
     norms = []
     for layer, a in enumerate(tr.projections):
-        weights = tuple(None if w is None else w.detach() for w in layer_weights(model, layer))
+        weights = tuple(None if w is None else w.detach() for w in layer_weights(model.rnn, layer))
         a_flat = a.detach().reshape(-1, a.shape[-1])  # (T*B, G*H)
         previous = torch.stack([flat_state(s) for s in tr.states[layer][:-1]])
         s = previous.detach().reshape(a_flat.shape[0], -1)  # (T*B, H), or (T*B, 2H) for (h, c)

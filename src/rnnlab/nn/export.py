@@ -7,7 +7,7 @@ three. The state is an explicit input and output, and each layer's time loop is
 ``torch._higher_order_ops.scan.scan``, which ``torch.export`` keeps as one loop over a
 dynamic number of steps (ONNX ``Scan``) where a Python loop would be unrolled at the
 traced length. The steps are the hand-written cells' own step functions
-(:func:`~rnnlab.nn.lm.cell_functions`) over the parameters both backends share by name,
+(:func:`~rnnlab.nn.cores.cell_functions`) over the parameters both backends share by name,
 so a model trained on either backend exports the same way, and nothing of the
 ``autograd.Function`` behind the manual BPTT reaches the exporter. Shapes::
 
@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import UserError
-from rnnlab.nn.lm import RNNLM, State, cell_functions, layer_weights
+from rnnlab.nn.cores import PAIRED_STATE, State, cell_functions, layer_weights
+from rnnlab.nn.lm import RNNLM
 
 #: the exported function's inputs and outputs, by name, for each kind of state
 INPUTS = {"h": ("tokens", "h"), "hc": ("tokens", "h", "c")}
@@ -35,7 +36,7 @@ OUTPUTS = {"h": ("log_probs", "h_out"), "hc": ("log_probs", "h_out", "c_out")}
 
 def state_kind(model: RNNLM) -> str:
     """``"hc"`` for the LSTM (two state tensors), ``"h"`` for the others."""
-    return "hc" if model.config.cell == "lstm" else "h"
+    return "hc" if model.config.cell in PAIRED_STATE else "h"
 
 
 def _scan():
@@ -60,11 +61,11 @@ class ChunkLM(nn.Module):
 
     def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None) -> tuple[Tensor, ...]:
         model, scan = self.model, _scan()
-        project, step = cell_functions(model)
+        project, step = cell_functions(model.config.cell, model.config.nonlinearity)
         x = model.embed(tokens.t())  # (T, B, E): the core runs time-major
         finals: list[State] = []
         for layer in range(model.config.num_layers):
-            weights = layer_weights(model, layer)
+            weights = layer_weights(model.rnn, layer)
             start: State = h[layer] if c is None else (h[layer], c[layer])
 
             def body(state: State, z_t: Tensor, weights=weights) -> tuple[State, Tensor]:
@@ -72,7 +73,7 @@ class ChunkLM(nn.Module):
                 # scan's outputs may not alias its carry: the layer's output is a copy of h
                 return new, (new if c is None else new[0]).clone()
 
-            final, x = scan(body, start, project(x, weights[0], weights[2], weights[3]))
+            final, x = scan(body, start, project(x, weights))
             finals.append(final)
         log_probs = model.log_probs(x.transpose(0, 1))
         if c is None:

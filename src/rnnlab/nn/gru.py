@@ -37,46 +37,32 @@ matrix product over all ``T * B`` rows once the deltas are known::
 
 ``bptt="manual"`` runs the forward without building an autograd graph and the
 backward above (:class:`GRUBPTT`); ``bptt="autograd"`` unrolls the same cell under
-autograd (:func:`gru_layer_autograd`). Both give the same numbers. The file imports
-torch only: copy it anywhere.
+autograd (:func:`gru_layer_autograd`). Both give the same numbers. The layer stack
+around the cell is :class:`~rnnlab.nn.stack.RecurrentStack`, the same for every cell.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-BPTT_MODES = ("manual", "autograd")
-
-#: one layer's ``(W_ih, W_hh, b_ih, b_hh)``; both biases are ``None`` without bias
-Weights = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+from rnnlab.nn.stack import RecurrentStack, Weights, input_projection, per_step, under_autocast
 
 
-def _steps(*tensors: Tensor) -> list[tuple[Tensor, ...]]:
-    """Each (T, ...) tensor as its T per-step views."""
-    return [t.unbind(0) for t in tensors]
-
-
-def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
-    """``a_t`` for every step in one product, with ``b_hh``'s r and z parts folded in: (T, B, 3H).
+def project(x: Tensor, weights: Weights) -> Tensor:
+    """``a_t`` for every step, with ``b_hh``'s r and z parts folded in: (T, B, I) -> (T, B, 3H).
 
     ``s_t^n`` must keep its own bias (``r_t`` multiplies it), so only r and z take it here.
     """
-    steps, batch, _ = x.shape
-    projected = torch.mm(x.reshape(steps * batch, -1), w_ih.t())
+    w_ih, _, b_ih, b_hh = weights
+    bias = None
     if b_ih is not None and b_hh is not None:
         hidden = b_hh.shape[0] // 3
-        projected = projected.add_(
-            torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :]])
-        )
-    return projected.view(steps, batch, -1)
+        bias = torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :]])
+    return input_projection(x, w_ih, bias)
 
 
 class GRUBPTT(torch.autograd.Function):
@@ -101,7 +87,7 @@ class GRUBPTT(torch.autograd.Function):
         x = x.contiguous()
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
         # the input pre-activations, turned gate by gate into r, z and n as the steps go
-        gates = input_projection(x, w_ih, b_ih, b_hh)
+        gates = project(x, (w_ih, w_hh, b_ih, b_hh))
         # s_t, whose r and z parts lack b_hh (folded into gates): only s^n is needed later
         s = x.new_empty(steps, batch, 3 * hidden)
         s_bias = (
@@ -113,8 +99,8 @@ class GRUBPTT(torch.autograd.Function):
         a_r, a_z, a_n = gates.split(hidden, dim=2)
         # Every step's views are made here, once: in the loop they would cost as much as the math.
         for a_rz, r, z, n, s_t, s_rz, s_n, h_t in zip(
-            *_steps(gates[..., : 2 * hidden], a_r, a_z, a_n),
-            *_steps(s, s[..., : 2 * hidden], s[..., 2 * hidden :], hs),
+            *per_step(gates[..., : 2 * hidden], a_r, a_z, a_n),
+            *per_step(s, s[..., : 2 * hidden], s[..., 2 * hidden :], hs),
             strict=True,
         ):
             if s_bias is None:
@@ -142,7 +128,7 @@ class GRUBPTT(torch.autograd.Function):
         f_r = s[..., 2 * hidden :] * r * (1 - r)
         ds = torch.empty_like(gates)  # the recurrent deltas ds^r, ds^z, ds^n of every step
         da_n = torch.empty_like(f_n)  # the input side's n delta (r and z: the same as ds)
-        dy, f_n_s, f_z_s, f_r_s, r_s, z_s, da_n_s, ds_s, ds_r, ds_z, ds_n = _steps(
+        dy, f_n_s, f_z_s, f_r_s, r_s, z_s, da_n_s, ds_s, ds_r, ds_z, ds_n = per_step(
             grad_out, f_n, f_z, f_r, r, z, da_n, ds, *ds.split(hidden, dim=2)
         )
         g = dy[-1] + grad_hn
@@ -175,14 +161,14 @@ def gru_layer_autograd(x: Tensor, h0: Tensor, weights: Weights) -> tuple[Tensor,
     """The same layer as :class:`GRUBPTT`, unrolled under autograd (``unbind``, never ``x[t]``)."""
     h = h0
     hs = []
-    for a in input_projection(x, weights[0], weights[2], weights[3]).unbind(0):
+    for a in project(x, weights).unbind(0):
         h, _ = gru_step(a, h, weights)
         hs.append(h)
     return torch.stack(hs), h
 
 
 def gru_step(a: Tensor, h: Tensor, weights: Weights) -> tuple[Tensor, dict[str, Tensor]]:
-    """One step from ``h_{t-1}`` to ``h_t``, ``a`` a step of :func:`input_projection`.
+    """One step from ``h_{t-1}`` to ``h_t``, ``a`` a step of :func:`project`.
 
     Returns the new state and the gates ``r``, ``z`` and the candidate ``n`` by name,
     which is what :mod:`rnnlab.nn.dynamics` reads saturation from.
@@ -199,168 +185,19 @@ def gru_step(a: Tensor, h: Tensor, weights: Weights) -> tuple[Tensor, dict[str, 
 
 
 def gru_layer_manual(x: Tensor, h0: Tensor, weights: Weights) -> tuple[Tensor, Tensor]:
-    """:class:`GRUBPTT`, made to follow autocast as nn.GRU does.
-
-    Autocast would cast each product inside the function separately and mix
-    dtypes with the in-place updates, so the inputs are cast once up front.
-    """
-    tensors = (x, h0, *weights)
-    device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type):
-        return GRUBPTT.apply(*tensors)
-    dtype = torch.get_autocast_dtype(device_type)
-    tensors = tuple(t if t is None or not t.is_floating_point() else t.to(dtype) for t in tensors)
-    with torch.autocast(device_type, enabled=False):
-        return GRUBPTT.apply(*tensors)
+    """:class:`GRUBPTT`, made to follow autocast as nn.GRU does."""
+    return under_autocast(GRUBPTT.apply, x, h0, *weights)
 
 
 _LAYERS = {"manual": gru_layer_manual, "autograd": gru_layer_autograd}
 
 
-class CustomGRU(nn.Module):
-    """Multi-layer GRU with the interface, parameters and init of :class:`torch.nn.GRU`.
+class CustomGRU(RecurrentStack):
+    """Multi-layer GRU with the interface, parameters and init of :class:`torch.nn.GRU`
+    (the stack around the cell: :class:`~rnnlab.nn.stack.RecurrentStack`)."""
 
-    ``bptt`` picks the backward: ``"manual"`` (hand-written, see the module docstring)
-    or ``"autograd"`` (the cell unrolled under autograd). ``bidirectional`` is accepted
-    only to refuse it clearly.
-    """
+    gates = 3
+    builtin = "torch.nn.GRU"
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bptt: str = "manual",
-        *,
-        bidirectional: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        _check_arguments(input_size, hidden_size, num_layers, dropout, bptt, bidirectional)
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                "dropout acts between recurrent layers, so it has no effect with num_layers=1.",
-                UserWarning,
-                stacklevel=2,
-            )
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout, self.bptt = (
-            bias,
-            batch_first,
-            float(dropout),
-            bptt,
-        )
-        factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        # Registration order is nn.GRU's, so that reset_parameters draws the same numbers.
-        for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size
-            shapes = {
-                "weight_ih": (3 * hidden_size, layer_input),
-                "weight_hh": (3 * hidden_size, hidden_size),
-            }
-            if bias:
-                shapes |= {"bias_ih": (3 * hidden_size,), "bias_hh": (3 * hidden_size,)}
-            for name, shape in shapes.items():
-                self.register_parameter(
-                    f"{name}_l{layer}", nn.Parameter(torch.empty(shape, **factory))
-                )
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) over every parameter in order, as nn.GRU."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for parameter in self.parameters():
-            nn.init.uniform_(parameter, -bound, bound)
-
-    def flatten_parameters(self) -> None:
-        """No-op, for code written against nn.GRU (there is no cuDNN weight buffer here)."""
-
-    def layer_parameters(self, layer: int) -> Weights:
-        """``(W_ih, W_hh, b_ih, b_hh)`` of one layer; biases are ``None`` without bias."""
-        w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
-        if not self.bias:
-            return w_ih, w_hh, None, None
-        return w_ih, w_hh, getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
-
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(output, h_n)`` exactly as nn.GRU returns them, for batched or unbatched input."""
-        x, h0, unbatched = self._to_time_major(input, hx)
-        run_layer = _LAYERS[self.bptt]
-        finals = []
-        for layer in range(self.num_layers):
-            if layer > 0 and self.training and self.dropout > 0:
-                x = F.dropout(x, self.dropout, training=True)
-            x, h_n = run_layer(x, h0[layer], self.layer_parameters(layer))
-            finals.append(h_n)
-        output, h_n = x, torch.stack(finals)
-        if unbatched:
-            return output.squeeze(1), h_n.squeeze(1)
-        return (output.transpose(0, 1) if self.batch_first else output), h_n
-
-    def _to_time_major(self, input: Tensor, hx: Tensor | None) -> tuple[Tensor, Tensor, bool]:
-        """Input as (T, B, I), h0 as (L, B, H) (zeros if not given), and if it was unbatched."""
-        if input.dim() not in (2, 3):
-            raise ValueError(
-                f"CustomGRU expects 2-D (unbatched) or 3-D input, got {input.dim()}-D."
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"CustomGRU expects {self.input_size} input features, got {input.shape[-1]}."
-            )
-        unbatched = input.dim() == 2
-        x = (
-            input.unsqueeze(1)
-            if unbatched
-            else (input.transpose(0, 1) if self.batch_first else input)
-        )
-        if x.shape[0] == 0:
-            raise ValueError("CustomGRU expects a sequence of at least one step.")
-        expected = (self.num_layers, x.shape[1], self.hidden_size)
-        if hx is None:
-            return x, x.new_zeros(expected), unbatched
-        h0 = hx.unsqueeze(1) if unbatched else hx
-        if hx.dim() != input.dim() or h0.shape != expected:
-            wanted = (self.num_layers, self.hidden_size) if unbatched else expected
-            raise ValueError(f"CustomGRU expects hx of shape {wanted}, got {tuple(hx.shape)}.")
-        return x, h0, unbatched
-
-    def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            text += f", num_layers={self.num_layers}"
-        if not self.bias:
-            text += ", bias=False"
-        if self.batch_first:
-            text += ", batch_first=True"
-        if self.dropout:
-            text += f", dropout={self.dropout}"
-        return text + f", bptt={self.bptt!r}"
-
-
-def _check_arguments(
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    dropout: float,
-    bptt: str,
-    bidirectional: bool,
-) -> None:
-    """Refuse, with one sentence each, what CustomGRU cannot do."""
-    if bidirectional:
-        raise ValueError("CustomGRU does not support bidirectional=True; use torch.nn.GRU.")
-    sizes = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
-    for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"CustomGRU needs {name} to be a positive integer, got {value!r}.")
-    if bptt not in BPTT_MODES:
-        raise ValueError(f"CustomGRU bptt must be 'manual' or 'autograd', got {bptt!r}.")
-    if (
-        isinstance(dropout, bool)
-        or not isinstance(dropout, numbers.Number)
-        or not 0 <= dropout <= 1
-    ):
-        raise ValueError(f"CustomGRU dropout must be a number in [0, 1], got {dropout!r}.")
+    def layer(self, x: Tensor, state: Tensor, weights: Weights) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return _LAYERS[self.bptt](x, state, weights)

@@ -28,8 +28,7 @@ the layout both backends are fastest in.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
 
@@ -38,24 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import UserError, check_bool, check_choice, check_int, check_number
-from rnnlab.nn import BACKENDS, gru, lstm, rnn
-from rnnlab.nn.gru import CustomGRU
+from rnnlab.nn import BACKENDS
+from rnnlab.nn.cores import CORES, NONLINEARITIES, State
 from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
-from rnnlab.nn.lstm import CustomLSTM
-from rnnlab.nn.rnn import BPTT_MODES, NONLINEARITIES, CustomRNN, Weights
-
-#: the recurrent cells, each PyTorch's (builtin) and rnnlab's hand-written one (custom)
-CORES: dict[str, dict[str, type[nn.Module]]] = {
-    "rnn": {"builtin": nn.RNN, "custom": CustomRNN},
-    "gru": {"builtin": nn.GRU, "custom": CustomGRU},
-    "lstm": {"builtin": nn.LSTM, "custom": CustomLSTM},
-}
-#: the H-wide gate blocks each cell stacks in its weights, in order (W_ih, W_hh: (G*H, .))
-GATES = {"rnn": ("h",), "gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
-#: what a core carries from one window to the next: ``h``, or ``(h, c)`` for the LSTM
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-#: a cell's step ``(input projection of x_t, state, weights) -> (new state, activations)``
-Step = Callable[[torch.Tensor, State, Weights], tuple[State, dict[str, torch.Tensor]]]
+from rnnlab.nn.stack import BPTT_MODES
 
 OUTPUTS = ("softmax", "adaptive")
 #: the head holds the 2,000 most frequent types; each further cluster is five times larger
@@ -142,6 +127,31 @@ class ModelConfig:
                 "model.sparse_embedding needs an input table of its own, but tie_weights shares "
                 "it with the output layer, whose gradient is dense; set one of them to false."
             )
+        self._refuse_what_does_not_apply()
+
+    def _refuse_what_does_not_apply(self) -> None:
+        """A setting changed from its default where it has no effect is a mistake, not a no-op:
+        ``model.cell=lstm model.nonlinearity=relu`` would otherwise train a plain LSTM."""
+        applies = {
+            "nonlinearity": (self.cell == "rnn", "model.cell=rnn"),
+            "bptt": (self.backend == "custom", "model.backend=custom"),
+            "cutoffs": (self.output == "adaptive", "model.output=adaptive"),
+            "div_value": (self.output == "adaptive", "model.output=adaptive"),
+            "recurrent_init_scale": (
+                self.recurrent_init != "pytorch",
+                "model.recurrent_init=orthogonal or identity",
+            ),
+            "locked_dropout": (self.dropout > 0, "model.dropout above 0"),
+        }
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, (applied, needs) in applies.items():
+            value = getattr(self, name)
+            if not applied and value != defaults[name]:
+                shown = str(value).lower() if isinstance(value, bool) else value
+                raise UserError(
+                    f"model.{name}={shown} has no effect here: it applies only with {needs}; "
+                    f"drop it, or set {needs}."
+                )
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ModelConfig:
@@ -186,15 +196,6 @@ class ModelConfig:
         core = layers(self.embedding_size, self.hidden_size, self.num_layers, **options)
         init_recurrent(core, self.recurrent_init, self.recurrent_init_scale)
         return core
-
-
-def detached(state: State) -> State:
-    """The carried state cut from the graph: truncated BPTT stops at the window's edge."""
-    return (
-        state.detach()
-        if isinstance(state, torch.Tensor)
-        else (state[0].detach(), state[1].detach())
-    )
 
 
 class RNNLM(nn.Module):
@@ -306,24 +307,3 @@ class RNNLM(nn.Module):
         if self.adaptive:
             return self.decoder(flat, flat_targets).loss, hidden
         return F.cross_entropy(self.decoder(flat), flat_targets), hidden
-
-
-def cell_functions(model: RNNLM) -> tuple[Callable[..., torch.Tensor], Step]:
-    """The cell's input projection and step function, as its hand-written layer uses them."""
-    cell = model.config.cell
-    if cell == "rnn":
-        return rnn.input_projection, partial(rnn.elman_step, nonlinearity=model.config.nonlinearity)
-    if cell == "gru":
-        return gru.input_projection, gru.gru_step
-    return lstm.input_projection, lstm.lstm_step
-
-
-def layer_weights(model: RNNLM, layer: int) -> Weights:
-    """``(W_ih, W_hh, b_ih, b_hh)`` of a layer, by the names both backends share."""
-    core = model.rnn
-    return (
-        getattr(core, f"weight_ih_l{layer}"),
-        getattr(core, f"weight_hh_l{layer}"),
-        getattr(core, f"bias_ih_l{layer}", None),
-        getattr(core, f"bias_hh_l{layer}", None),
-    )

@@ -36,42 +36,34 @@ matrix product over all ``T * B`` rows once the deltas are known::
 
 ``bptt="manual"`` runs the forward without building an autograd graph and the
 backward above (:class:`LSTMBPTT`); ``bptt="autograd"`` unrolls the same cell under
-autograd (:func:`lstm_layer_autograd`). Both give the same numbers. The file imports
-torch only: copy it anywhere.
+autograd (:func:`lstm_layer_autograd`). Both give the same numbers. The layer stack
+around the cell is :class:`~rnnlab.nn.stack.RecurrentStack`, the same for every cell.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-BPTT_MODES = ("manual", "autograd")
+from rnnlab.nn.stack import (
+    RecurrentStack,
+    Weights,
+    folded_bias,
+    input_projection,
+    per_step,
+    under_autocast,
+)
 
-#: one layer's ``(W_ih, W_hh, b_ih, b_hh)``; both biases are ``None`` without bias
-Weights = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
-#: an LSTM's state ``(h, c)``
+#: an LSTM layer's state ``(h, c)``
 State = tuple[Tensor, Tensor]
 
 
-def _steps(*tensors: Tensor) -> list[tuple[Tensor, ...]]:
-    """Each (T, ...) tensor as its T per-step views."""
-    return [t.unbind(0) for t in tensors]
-
-
-def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
-    """``x_t W_ih^T + b_ih + b_hh`` for every step in one product: (T, B, 4H)."""
-    steps, batch, _ = x.shape
-    projected = torch.mm(x.reshape(steps * batch, -1), w_ih.t())
-    if b_ih is not None and b_hh is not None:
-        projected = projected.add_(b_ih + b_hh)
-    return projected.view(steps, batch, -1)
+def project(x: Tensor, weights: Weights) -> Tensor:
+    """``x_t W_ih^T + b_ih + b_hh`` for every step: (T, B, I) -> (T, B, 4H)."""
+    return input_projection(x, weights[0], folded_bias(weights[2], weights[3]))
 
 
 class LSTMBPTT(torch.autograd.Function):
@@ -97,15 +89,15 @@ class LSTMBPTT(torch.autograd.Function):
         x = x.contiguous()
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
         # the pre-activations without their recurrent term; each step adds it, then squashes
-        gates = input_projection(x, w_ih, b_ih, b_hh)
+        gates = project(x, (w_ih, w_hh, b_ih, b_hh))
         hs, cs, ks = (x.new_empty(steps, batch, hidden) for _ in range(3))
         w_hh_t = w_hh.t()
         h, c = h0, c0
         # Every step's views are made here, once: in the loop they would cost as much as the math.
         for a, a_if, i, f, g, o, h_t, c_t, k_t in zip(
-            *_steps(gates),
-            *_steps(gates[..., : 2 * hidden], *gates.split(hidden, dim=2)),
-            *_steps(hs, cs, ks),
+            *per_step(gates),
+            *per_step(gates[..., : 2 * hidden], *gates.split(hidden, dim=2)),
+            *per_step(hs, cs, ks),
             strict=True,
         ):
             a.addmm_(h, w_hh_t)
@@ -139,7 +131,7 @@ class LSTMBPTT(torch.autograd.Function):
         p_ifg = p.view(steps, batch, 4, hidden)[:, :, :3]
         da = torch.empty_like(gates)  # the pre-activation deltas of every step
         da_ifg, da_o = da.view(steps, batch, 4, hidden)[:, :, :3], da[..., 3 * hidden :]
-        dy, dk_s, p_ifg_s, p_o_s, da_ifg_s, da_o_s, da_s, f_s = _steps(
+        dy, dk_s, p_ifg_s, p_o_s, da_ifg_s, da_o_s, da_s, f_s = per_step(
             grad_out, dk, p_ifg, p_o, da_ifg, da_o, da, f
         )
         g_h, e = dy[-1] + grad_hn, grad_cn.clone()
@@ -173,7 +165,7 @@ class LSTMBPTT(torch.autograd.Function):
 def lstm_layer_autograd(x: Tensor, state: State, weights: Weights) -> tuple[Tensor, State]:
     """The same layer as :class:`LSTMBPTT`, unrolled under autograd (``unbind``, never ``x[t]``)."""
     hs = []
-    for a in input_projection(x, weights[0], weights[2], weights[3]).unbind(0):
+    for a in project(x, weights).unbind(0):
         state, _ = lstm_step(a, state, weights)
         hs.append(state[0])
     return torch.stack(hs), state
@@ -181,7 +173,7 @@ def lstm_layer_autograd(x: Tensor, state: State, weights: Weights) -> tuple[Tens
 
 def lstm_step(a: Tensor, state: State, weights: Weights) -> tuple[State, dict[str, Tensor]]:
     """One step from ``(h_{t-1}, c_{t-1})`` to ``(h_t, c_t)``, ``a`` a step of
-    :func:`input_projection`.
+    :func:`project`.
 
     Returns the new state and the gates ``i``, ``f``, ``g``, ``o`` and ``tanh_c``
     (``tanh(c_t)``) by name, which is what :mod:`rnnlab.nn.dynamics` reads saturation from.
@@ -195,184 +187,21 @@ def lstm_step(a: Tensor, state: State, weights: Weights) -> tuple[State, dict[st
 
 
 def lstm_layer_manual(x: Tensor, state: State, weights: Weights) -> tuple[Tensor, State]:
-    """:class:`LSTMBPTT`, made to follow autocast as nn.LSTM does.
-
-    Autocast would cast each product inside the function separately and mix
-    dtypes with the in-place updates, so the inputs are cast once up front.
-    """
-    tensors = (x, *state, *weights)
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        tensors = tuple(
-            t if t is None or not t.is_floating_point() else t.to(dtype) for t in tensors
-        )
-        with torch.autocast(device_type, enabled=False):
-            output, h_n, c_n = LSTMBPTT.apply(*tensors)
-    else:
-        output, h_n, c_n = LSTMBPTT.apply(*tensors)
+    """:class:`LSTMBPTT`, made to follow autocast as nn.LSTM does."""
+    output, h_n, c_n = under_autocast(LSTMBPTT.apply, x, *state, *weights)
     return output, (h_n, c_n)
 
 
 _LAYERS = {"manual": lstm_layer_manual, "autograd": lstm_layer_autograd}
 
 
-class CustomLSTM(nn.Module):
-    """Multi-layer LSTM with the interface, parameters and init of :class:`torch.nn.LSTM`.
+class CustomLSTM(RecurrentStack):
+    """Multi-layer LSTM with the interface, parameters and init of :class:`torch.nn.LSTM`
+    (the stack around the cell: :class:`~rnnlab.nn.stack.RecurrentStack`)."""
 
-    ``bptt`` picks the backward: ``"manual"`` (hand-written, see the module docstring)
-    or ``"autograd"`` (the cell unrolled under autograd). ``bidirectional`` and
-    ``proj_size`` are accepted only to refuse them clearly.
-    """
+    gates = 4
+    state_size = 2
+    builtin = "torch.nn.LSTM"
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bptt: str = "manual",
-        *,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        _check_arguments(
-            input_size, hidden_size, num_layers, dropout, bptt, bidirectional, proj_size
-        )
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                "dropout acts between recurrent layers, so it has no effect with num_layers=1.",
-                UserWarning,
-                stacklevel=2,
-            )
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout, self.bptt = (
-            bias,
-            batch_first,
-            float(dropout),
-            bptt,
-        )
-        factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        # Registration order is nn.LSTM's, so that reset_parameters draws the same numbers.
-        for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size
-            shapes = {
-                "weight_ih": (4 * hidden_size, layer_input),
-                "weight_hh": (4 * hidden_size, hidden_size),
-            }
-            if bias:
-                shapes |= {"bias_ih": (4 * hidden_size,), "bias_hh": (4 * hidden_size,)}
-            for name, shape in shapes.items():
-                self.register_parameter(
-                    f"{name}_l{layer}", nn.Parameter(torch.empty(shape, **factory))
-                )
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) over every parameter in order, as nn.LSTM."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for parameter in self.parameters():
-            nn.init.uniform_(parameter, -bound, bound)
-
-    def flatten_parameters(self) -> None:
-        """No-op, for code written against nn.LSTM (there is no cuDNN weight buffer here)."""
-
-    def layer_parameters(self, layer: int) -> Weights:
-        """``(W_ih, W_hh, b_ih, b_hh)`` of one layer; biases are ``None`` without bias."""
-        w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
-        if not self.bias:
-            return w_ih, w_hh, None, None
-        return w_ih, w_hh, getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
-
-    def forward(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
-        """``(output, (h_n, c_n))`` exactly as nn.LSTM returns them, batched or unbatched."""
-        x, (h0, c0), unbatched = self._to_time_major(input, hx)
-        run_layer = _LAYERS[self.bptt]
-        finals = []
-        for layer in range(self.num_layers):
-            if layer > 0 and self.training and self.dropout > 0:
-                x = F.dropout(x, self.dropout, training=True)
-            x, final = run_layer(x, (h0[layer], c0[layer]), self.layer_parameters(layer))
-            finals.append(final)
-        h_n, c_n = torch.stack([h for h, _ in finals]), torch.stack([c for _, c in finals])
-        if unbatched:
-            return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)
-
-    def _to_time_major(self, input: Tensor, hx: State | None) -> tuple[Tensor, State, bool]:
-        """Input as (T, B, I), h0 and c0 as (L, B, H) (zeros if not given), and if unbatched."""
-        if input.dim() not in (2, 3):
-            raise ValueError(
-                f"CustomLSTM expects 2-D (unbatched) or 3-D input, got {input.dim()}-D."
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"CustomLSTM expects {self.input_size} input features, got {input.shape[-1]}."
-            )
-        unbatched = input.dim() == 2
-        x = (
-            input.unsqueeze(1)
-            if unbatched
-            else (input.transpose(0, 1) if self.batch_first else input)
-        )
-        if x.shape[0] == 0:
-            raise ValueError("CustomLSTM expects a sequence of at least one step.")
-        expected = (self.num_layers, x.shape[1], self.hidden_size)
-        if hx is None:
-            zeros = x.new_zeros(expected)
-            return x, (zeros, zeros), unbatched
-        if not isinstance(hx, tuple | list) or len(hx) != 2:
-            raise ValueError("CustomLSTM expects hx as a pair (h0, c0).")
-        state = tuple(h.unsqueeze(1) if unbatched else h for h in hx)
-        if any(
-            h.dim() != input.dim() or s.shape != expected for h, s in zip(hx, state, strict=True)
-        ):
-            wanted = (self.num_layers, self.hidden_size) if unbatched else expected
-            shapes = [tuple(h.shape) for h in hx]
-            raise ValueError(f"CustomLSTM expects h0 and c0 of shape {wanted}, got {shapes}.")
-        return x, (state[0], state[1]), unbatched
-
-    def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            text += f", num_layers={self.num_layers}"
-        if not self.bias:
-            text += ", bias=False"
-        if self.batch_first:
-            text += ", batch_first=True"
-        if self.dropout:
-            text += f", dropout={self.dropout}"
-        return text + f", bptt={self.bptt!r}"
-
-
-def _check_arguments(
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    dropout: float,
-    bptt: str,
-    bidirectional: bool,
-    proj_size: int,
-) -> None:
-    """Refuse, with one sentence each, what CustomLSTM cannot do."""
-    if bidirectional:
-        raise ValueError("CustomLSTM does not support bidirectional=True; use torch.nn.LSTM.")
-    if proj_size:
-        raise ValueError("CustomLSTM does not support proj_size; use torch.nn.LSTM.")
-    sizes = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
-    for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"CustomLSTM needs {name} to be a positive integer, got {value!r}.")
-    if bptt not in BPTT_MODES:
-        raise ValueError(f"CustomLSTM bptt must be 'manual' or 'autograd', got {bptt!r}.")
-    if (
-        isinstance(dropout, bool)
-        or not isinstance(dropout, numbers.Number)
-        or not 0 <= dropout <= 1
-    ):
-        raise ValueError(f"CustomLSTM dropout must be a number in [0, 1], got {dropout!r}.")
+    def layer(self, x: Tensor, state: State, weights: Weights) -> tuple[Tensor, State]:  # type: ignore[override]
+        return _LAYERS[self.bptt](x, state, weights)

@@ -26,7 +26,8 @@ import torch
 from torchmetrics import MeanMetric
 
 from rnnlab.data.vocab import Vocab
-from rnnlab.nn.lm import RNNLM, ModelConfig, State, detached
+from rnnlab.nn.cores import State, detached
+from rnnlab.nn.lm import RNNLM, ModelConfig
 from rnnlab.nn.sampling import sample_text
 from rnnlab.training.budget import BudgetDecay, budget_spent
 from rnnlab.training.checkpoint import read_checkpoint, run_state
