@@ -8,6 +8,7 @@ the rnnlab modules it imports in turn: a rule on ``rnnlab.training`` is broken a
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from functools import cache
@@ -97,6 +98,14 @@ def test_a_cell_imports_torch_and_the_layer_stack_only(cell: str):
     assert {n for n in direct_imports(STACK) if n.startswith("rnnlab")} == set()
 
 
+def test_the_design_document_names_every_module():
+    """docs/design.md is the map a contributor reads: each module of src/ appears in it."""
+    design = (SRC.parent / "docs" / "design.md").read_text()
+    names = {m.rsplit(".", 1)[-1] for m in MODULES if m != "rnnlab"}
+    missing = sorted(n for n in names if not re.search(rf"\b{n}\b", design))
+    assert not missing, f"docs/design.md does not name {missing}"
+
+
 @pytest.mark.parametrize("module", layer_modules("rnnlab.nn"))
 def test_nn_imports_nothing_of_rnnlab_but_errors(module: str):
     ours = {n for n in reachable(module) if n.startswith("rnnlab")}
@@ -118,6 +127,16 @@ def test_training_knows_lightning_not_hydra(module: str):
     names = reachable(module)
     assert not {"hydra", "omegaconf"} & names
     assert not {n for n in names if in_layer(n, "rnnlab.cli") or in_layer(n, "rnnlab.report")}
+
+
+def test_no_arrow_runs_back_up_inside_training():
+    """Callbacks serve the module and the checkpoints, so they may import what lies beside
+    them (run_state, logging_steps) but nothing that imports a callback in turn."""
+    callbacks = set(layer_modules("rnnlab.training.callbacks"))
+    for callback in callbacks:
+        above = {m for m in reachable(callback) if m in MODULES} - callbacks
+        back = {m for m in above if in_layer(m, "rnnlab.training") and reachable(m) & callbacks}
+        assert not back, f"{callback} imports {back}, which import callbacks"
 
 
 @pytest.mark.parametrize("module", layer_modules("rnnlab.report"))

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.data.datamodule import LMDataModule
+from rnnlab.training.callbacks.random_state import RandomStateCheckpoint
 from rnnlab.training.callbacks.throughput import Throughput
-from rnnlab.training.checkpoint import RandomStateCheckpoint
 from rnnlab.training.module import RNNLMModule
 from tests.conftest import quiet_trainer
 

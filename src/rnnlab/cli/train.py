@@ -33,8 +33,9 @@ from rnnlab.cli.checks import check_optimized_metric, check_train
 from rnnlab.cli.resume import resumed_config
 from rnnlab.data.datamodule import LMDataModule
 from rnnlab.training.callbacks.finite import FiniteGuard
+from rnnlab.training.callbacks.random_state import RandomStateCheckpoint
 from rnnlab.training.callbacks.throughput import Throughput
-from rnnlab.training.checkpoint import RandomStateCheckpoint, check_vocab
+from rnnlab.training.checkpoint import check_vocab
 from rnnlab.training.module import RNNLMModule
 from rnnlab.training.record import SPLITS, log_hparams, run_record
 

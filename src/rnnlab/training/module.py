@@ -30,8 +30,9 @@ from rnnlab.nn.cores import State, detached
 from rnnlab.nn.lm import RNNLM, ModelConfig
 from rnnlab.nn.sampling import sample_text
 from rnnlab.training.budget import BudgetDecay, budget_spent
-from rnnlab.training.checkpoint import read_checkpoint, run_state
+from rnnlab.training.checkpoint import read_checkpoint
 from rnnlab.training.logging_steps import is_logging_step
+from rnnlab.training.run_state import run_state
 from rnnlab.training.sparse_gradients import check_sparse_optimizer, clip_gradients_
 from rnnlab.training.tensorboard import tensorboard_writers
 

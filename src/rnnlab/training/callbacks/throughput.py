@@ -7,8 +7,8 @@ from typing import Any
 
 import lightning as L
 
-from rnnlab.training.checkpoint import run_state
 from rnnlab.training.logging_steps import is_logging_step
+from rnnlab.training.run_state import run_state
 
 
 class Throughput(L.Callback):
