@@ -52,7 +52,9 @@ def test_checkpoint_moves_between_backends(cell: str, tiny_corpus: Path, tmp_pat
     dm.setup("fit")
     torch.manual_seed(0)
     optimizer = partial(torch.optim.Adam, lr=1e-2)
-    module = RNNLMModule(dm.vocab.to_dict(), optimizer, cell=cell, hidden_size=24, sample_tokens=0)
+    module = RNNLMModule(
+        dm.vocab.to_dict(), ModelConfig(cell=cell, hidden_size=24), optimizer, sample_tokens=0
+    )
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=10)
     trainer.fit(module, dm)
     trainer.save_checkpoint(tmp_path / "builtin.ckpt")

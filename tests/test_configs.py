@@ -9,11 +9,11 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from rnnlab.cli import model_settings
 from rnnlab.cli.app import instantiate_all
-from rnnlab.cli.train import train
+from rnnlab.cli.train import lm_module, train
 from rnnlab.data.vocab import Vocab
 from rnnlab.nn.lm import ModelConfig
-from rnnlab.training.module import RNNLMModule
 from tests.conftest import CONFIG_DIR, TINY_RUN, compose_train
 
 
@@ -49,8 +49,7 @@ def test_presets_instantiate_data_model_trainer(override: str, tmp_path: Path):
     cfg = compose_train([override], output_dir=tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)  # no download: that happens in prepare_data
     vocab = Vocab.build("a tiny corpus\n", datamodule.level)
-    module = hydra.utils.instantiate(cfg.model, vocab=vocab.to_dict(), _convert_="all")
-    assert isinstance(module, RNNLMModule)
+    module = lm_module(cfg.model, ModelConfig.from_settings(cfg.model), vocab.to_dict())
     assert module.net.backend == cfg.model.backend
     trainer_cfg = cfg.trainer
     if cfg.trainer.get("strategy") == "ddp":  # building a DDP trainer needs no processes yet
@@ -101,6 +100,9 @@ def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_
     assert ModelConfig.from_settings(model) == ModelConfig()
     for field in dataclasses.fields(ModelConfig):
         assert field.name in model, field.name
+    text = model_settings.default_yaml().read_text()
+    assert model_settings.rendered(text) == text, "run: python -m rnnlab.cli.model_settings"
+    assert "\n# units of each recurrent layer (H)\nhidden_size: 256\n" in text
     preset = compose_train(["experiment=word_rnn"], output_dir=tmp_path).model
     assert ModelConfig.from_settings(preset) == ModelConfig(
         output="adaptive", tie_weights=True, hidden_size=512, dropout=0.25

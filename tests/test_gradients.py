@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 
 from rnnlab.cli.train import train
 from rnnlab.data.vocab import Vocab
+from rnnlab.nn.lm import ModelConfig
 from rnnlab.training.callbacks.gradients import GradientMonitor
 from rnnlab.training.module import RNNLMModule
 from tests.conftest import TINY_RUN, TINY_TEXT, compose_train
@@ -45,7 +46,9 @@ def monitored(module: RNNLMModule, tmp_path: Path) -> EventAccumulator:
 def test_logged_norms_are_the_gradients_norms(cell: str, backend: str, tmp_path: Path):
     """Same tags on both backends: the parameters are named as PyTorch names them."""
     vocab = Vocab.build(TINY_TEXT, "char").to_dict()
-    module = RNNLMModule(vocab, cell=cell, backend=backend, hidden_size=16, num_layers=2)
+    module = RNNLMModule(
+        vocab, ModelConfig(cell=cell, backend=backend, hidden_size=16, num_layers=2)
+    )
     logged = monitored(module, tmp_path)
     names = [name for name, _ in module.named_parameters()]
     assert "net.rnn.weight_hh_l1" in names
@@ -61,7 +64,7 @@ def test_logged_norms_are_the_gradients_norms(cell: str, backend: str, tmp_path:
 def test_a_sparse_embedding_gradient_is_logged_as_its_dense_self(tmp_path: Path):
     """model.sparse_embedding: the table's norm sums each repeated id's rows first."""
     vocab = Vocab.build(TINY_TEXT, "char").to_dict()
-    module = RNNLMModule(vocab, hidden_size=16, sparse_embedding=True)
+    module = RNNLMModule(vocab, ModelConfig(hidden_size=16, sparse_embedding=True))
     logged = monitored(module, tmp_path)
     grad = module.net.embedding.weight.grad
     assert grad.is_sparse and not grad.is_coalesced()

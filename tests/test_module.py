@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.data.datamodule import LMDataModule
+from rnnlab.nn.lm import ModelConfig
 from rnnlab.training.callbacks.random_state import RandomStateCheckpoint
 from rnnlab.training.callbacks.throughput import Throughput
 from rnnlab.training.module import RNNLMModule
@@ -22,11 +23,9 @@ def make(
     torch.manual_seed(0)
     module = RNNLMModule(
         dm.vocab.to_dict(),
+        ModelConfig(hidden_size=16, output=output, cell=cell),
         partial(torch.optim.Adam, lr=1e-2),
-        hidden_size=16,
         sample_tokens=0,
-        output=output,
-        cell=cell,
     )
     return dm, module
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rnnlab.data.datamodule import LMDataModule
+from rnnlab.nn.lm import ModelConfig
 from rnnlab.training.module import RNNLMModule
 from rnnlab.training.sparse_gradients import clip_gradients_
 from tests.conftest import quiet_trainer
@@ -59,10 +60,9 @@ def train_sgd(tiny_corpus: Path, sparse: bool) -> tuple[RNNLMModule, torch.Tenso
     torch.manual_seed(0)
     module = RNNLMModule(
         dm.vocab.to_dict(),
+        ModelConfig(hidden_size=16, sparse_embedding=sparse),
         partial(torch.optim.SGD, lr=0.5),
-        hidden_size=16,
         sample_tokens=0,
-        sparse_embedding=sparse,
     )
     start = module.net.embedding.weight.detach().clone()
     quiet_trainer(max_steps=20, limit_val_batches=0, gradient_clip_val=0.1).fit(module, dm)

@@ -1,9 +1,6 @@
 """What the Hydra entry points share: the config directory, composition, resolvers, the exit.
 
 - :func:`config_dir`: ``configs/`` at the top of a checkout, or inside an installed wheel.
-- The model group's defaults come from :class:`rnnlab.nn.lm.ModelConfig`, registered in
-  Hydra's ConfigStore as ``/rnnlab/model_settings`` (:func:`register_model_settings`), so
-  they are written once.
 - Resolvers for ``configs/hydra/default.yaml``: where a run (or a resumed one) and each
   job of a sweep write. They are registered when this module is imported, before
   anything composes, and only then: ``import rnnlab`` registers nothing.
@@ -14,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import sys
@@ -24,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -45,22 +40,6 @@ def config_dir() -> str:
     return str(packaged if packaged.is_dir() else package.parents[1] / "configs")
 
 
-@functools.cache
-def register_model_settings() -> None:
-    """Every :class:`~rnnlab.nn.lm.ModelConfig` field with its default, as a config node.
-
-    Called by the entry points that compose a model (and by :func:`compose_config`), not
-    on import: ``rnnlab-compare`` needs no torch.
-    """
-    from rnnlab.nn.lm import ModelConfig
-
-    defaults = {
-        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
-        for f in dataclasses.fields(ModelConfig)
-    }
-    ConfigStore.instance().store(group="rnnlab", name="model_settings", node=defaults)
-
-
 def compose_config(
     name: str = "train", overrides: Sequence[str] = (), output_dir: str | Path | None = None
 ) -> DictConfig:
@@ -68,7 +47,6 @@ def compose_config(
 
     ``${hydra:...}`` stays resolvable; Hydra's own node is dropped, as in a real run.
     """
-    register_model_settings()
     GlobalHydra.instance().clear()
     with hydra.initialize_config_dir(version_base="1.3", config_dir=config_dir()):
         cfg = hydra.compose(name, overrides=list(overrides), return_hydra_config=True)

@@ -3,8 +3,8 @@
 Hydra composes whatever the command line says (``seed=abc``, ``model.optimizer.lr=-1``);
 left alone, such a value would surface minutes later as PyTorch's or Lightning's
 traceback, after the corpus was tokenized. The model's settings are checked by
-:class:`~rnnlab.nn.lm.ModelConfig` itself and the data's by the DataModule's
-constructor; this module checks the rest of each entry point's config.
+:class:`~rnnlab.nn.lm.ModelConfig` itself, built once by the entry point, and the data's
+by the DataModule's constructor; this module checks the rest of each entry point's config.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from rnnlab.errors import UserError, check_bool, check_choice, check_int, check_number
-from rnnlab.nn.lm import BACKENDS, ModelConfig
+from rnnlab.nn import BACKENDS
 from rnnlab.training.budget import BudgetDecay
 from rnnlab.training.budget import check_options as check_budget_options
 
@@ -29,10 +29,10 @@ MAX_SEED = 2**32 - 1
 
 
 def check_train(cfg: DictConfig) -> None:
-    """rnnlab-train's config: seed, model, optimizer, trainer limits, checkpoints, threads,
-    the allocator."""
+    """rnnlab-train's config besides the model's own settings (:class:`ModelConfig` checks
+    those as the entry point builds it): seed, optimizer, schedule, trainer limits,
+    checkpoints, threads, the allocator."""
     check_seed(cfg.seed)
-    ModelConfig.from_settings(cfg.model)
     optimizer = cfg.model.get("optimizer") or {}
     if "lr" in optimizer:
         check_number("model.optimizer.lr", optimizer.lr, 0, open_low=True)

@@ -28,10 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.atomic import write_text_atomically
 from rnnlab.cli.allocator import keep_freed_memory
-from rnnlab.cli.app import config_dir, exit_on_user_error, instantiate_all, register_model_settings
+from rnnlab.cli.app import config_dir, exit_on_user_error, instantiate_all
 from rnnlab.cli.checks import check_optimized_metric, check_train
 from rnnlab.cli.resume import resumed_config
 from rnnlab.data.datamodule import LMDataModule
+from rnnlab.nn.lm import ModelConfig
 from rnnlab.training.callbacks.finite import FiniteGuard
 from rnnlab.training.callbacks.random_state import RandomStateCheckpoint
 from rnnlab.training.callbacks.throughput import Throughput
@@ -100,15 +101,29 @@ def callbacks(cfg: DictConfig, throughput: Throughput) -> list[Callback]:
     return always + chosen
 
 
-def build(cfg: DictConfig) -> tuple[LMDataModule, RNNLMModule, L.Trainer, Throughput]:
+def lm_module(group: DictConfig, model: ModelConfig, vocab: dict[str, Any]) -> RNNLMModule:
+    """The LightningModule of the ``model`` group: the settings built once (``model``), and
+    the optimizer, the schedule and the samples the group configures around them."""
+    return RNNLMModule(
+        vocab,
+        model,
+        optimizer=hydra.utils.instantiate(group.optimizer, _convert_="all"),
+        scheduler=hydra.utils.instantiate(group.get("scheduler"), _convert_="all"),
+        sample_tokens=group.sample_tokens,
+        sample_temperature=group.sample_temperature,
+    )
+
+
+def build(
+    cfg: DictConfig, model: ModelConfig
+) -> tuple[LMDataModule, RNNLMModule, L.Trainer, Throughput]:
     """Data (tokenized), model, trainer and the throughput counter of a checked config."""
     datamodule: LMDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    # The vocabulary joins after instantiation: merged into the config, OmegaConf would wrap
+    # The vocabulary goes in as plain data: merged into the config, OmegaConf would wrap
     # each of its tokens in a node (9 s for WikiText-2's 33,278).
-    build_module = hydra.utils.instantiate(cfg.model, _convert_="all", _partial_=True)
-    module: RNNLMModule = build_module(vocab=datamodule.vocab.to_dict())
+    module = lm_module(cfg.model, model, datamodule.vocab.to_dict())
     throughput = Throughput()
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -127,13 +142,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print_config_tree(cfg)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomically(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    model = ModelConfig.from_settings(cfg.model)  # the one place the settings are built
     check_train(cfg)
     if cfg.get("torch_threads"):  # parallel jobs on one machine must not oversubscribe its cores
         torch.set_num_threads(cfg.torch_threads)
     if cfg.get("keep_freed_memory"):
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, module, trainer, throughput = build(cfg)
+    datamodule, module, trainer, throughput = build(cfg, model)
     if cfg.get("ckpt_path"):
         check_vocab(cfg.ckpt_path, datamodule.vocab)
     start = time.perf_counter()
@@ -152,9 +168,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log_hparams(trainer.loggers, record)
         print_final_metrics(record, module.sample(cfg.get("prompt", "")))
     return record
-
-
-register_model_settings()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")

@@ -70,9 +70,11 @@ class ModelConfig:
     backend: str = "builtin"
     #: custom backend only: manual (hand-written BPTT) | autograd (the same cell under autograd)
     bptt: str = "manual"
-    #: None: the same as hidden_size
+    #: None (null): the same as hidden_size
     embedding_dim: int | None = None
+    #: units of each recurrent layer (H)
     hidden_size: int = 256
+    #: recurrent layers stacked, each reading the one below
     num_layers: int = 1
     #: rnn only: tanh | relu
     nonlinearity: str = "tanh"
@@ -94,7 +96,7 @@ class ModelConfig:
     sparse_embedding: bool = False
     #: softmax (one linear decoder) | adaptive (exact, far cheaper for large word vocabularies)
     output: str = "softmax"
-    #: adaptive only: cluster boundaries in frequency-sorted ids (None: see default_cutoffs)
+    #: adaptive only: cluster boundaries in frequency-sorted ids (None, null: default_cutoffs)
     cutoffs: tuple[int, ...] | None = None
     #: adaptive only: cluster i is entered through a hidden_size / div_value^(i+1) projection
     div_value: float = 4.0

@@ -51,21 +51,28 @@ class RNNLMModule(L.LightningModule):
     def __init__(
         self,
         vocab: dict[str, Any],
+        config: ModelConfig,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         sample_tokens: int = 200,
         sample_temperature: float = 0.8,
-        **model: Any,
     ) -> None:
-        """``model``: :class:`~rnnlab.nn.lm.ModelConfig`'s fields (backend, hidden_size, ...)."""
+        """``config``: the model's settings, built and checked once by the entry point."""
         super().__init__()
-        # Plain types only, so checkpoints load with torch.load(weights_only=True);
-        # the entry point logs hparams itself, together with the final metrics.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.vocab = Vocab.from_dict(vocab)
-        self.net = RNNLM(len(self.vocab), ModelConfig(**model))
-        # every setting in the checkpoint, defaults included: it rebuilds this very model
-        self.hparams.update(dataclasses.asdict(self.net.config))
+        self.net = RNNLM(len(self.vocab), config)
+        # Plain types only, so checkpoints load with torch.load(weights_only=True); every
+        # model setting, resolved for the vocabulary, so the checkpoint rebuilds this very
+        # model. The entry point logs hparams itself, together with the final metrics.
+        self.save_hyperparameters(
+            {
+                "vocab": vocab,
+                "sample_tokens": sample_tokens,
+                "sample_temperature": sample_temperature,
+                **dataclasses.asdict(self.net.config),
+            },
+            logger=False,
+        )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.char_level = self.vocab.level == "char"
         self.train_hidden: State | None = None
@@ -171,10 +178,27 @@ class RNNLMModule(L.LightningModule):
     ) -> RNNLMModule:
         """A trained module from its checkpoint alone, on either backend."""
         checkpoint = read_checkpoint(path, map_location)
-        hparams = {**checkpoint["hyper_parameters"], **({"backend": backend} if backend else {})}
-        module = cls(**hparams)
+        hparams = checkpoint["hyper_parameters"]
+        config = ModelConfig.from_settings(hparams)
+        if backend:  # the other backend's numbers; builtin has no bptt of its own
+            bptt = config.bptt if backend == "custom" else ModelConfig.bptt
+            config = dataclasses.replace(config, backend=backend, bptt=bptt)
+        module = cls(
+            hparams["vocab"],
+            config,
+            sample_tokens=hparams.get("sample_tokens", 200),
+            sample_temperature=hparams.get("sample_temperature", 0.8),
+        )
         module.load_state_dict(checkpoint["state_dict"])
         return module
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: str = "cpu", backend: str | None = None
+    ) -> RNNLMModule:
+        """Lightning's name for :meth:`from_checkpoint`: Lightning's own would pass the saved
+        settings as keywords, where this module takes them as one :class:`ModelConfig`."""
+        return cls.from_checkpoint(checkpoint_path, backend, map_location)
 
     def _log_sample(self) -> None:
         writers = tensorboard_writers(self.trainer)
