@@ -9,6 +9,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
@@ -35,13 +36,17 @@ def test_sweep_summary_lists_every_job_with_failures(cli, tiny_corpus: Path, tmp
     assert result.code == 0, result.err[-2000:]
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     # each job (and its TensorBoard run) is named by what it varies, not by its number alone
-    names = ["0_model.hidden_size=0", "1_model.hidden_size=16"]
+    names = ["0_model.hidden_size-0", "1_model.hidden_size-16"]
     assert [(r["run"], r["status"]) for r in rows] == [(names[0], "failed"), (names[1], "done")]
     assert (sweep / names[1] / "tensorboard").is_dir()
     assert rows[0]["error"] == "model.hidden_size must be at least 1, got 0."
     assert "model.hidden_size=0" in rows[0]["overrides"]
     assert rows[1]["hidden_size"] == "16" and math.isfinite(float(rows[1]["best_val_ppl"]))
     assert (sweep / "summary.md").read_text().count("\n") == 2 + 2
+    # the path of a job, as printed, is a path on rnnlab's own command line
+    checkpoint = sweep / names[1] / "checkpoints" / "last.ckpt"
+    sampled = cli("sample", f"ckpt_path={checkpoint}", "num_tokens=5")
+    assert sampled.code == 0, sampled.err[-2000:]
 
 
 def test_a_crashed_job_gets_its_one_line_error(tmp_path: Path):
@@ -162,13 +167,18 @@ def test_slurm_launcher_asks_for_one_task_per_device(tmp_path: Path):
     [
         (
             3,
-            "model.backend=custom,model.hidden_size=128",
-            "3_model.backend=custom,model.hidden_size=128",
+            "model.backend-custom+model.hidden_size-128",
+            "3_model.backend-custom+model.hidden_size-128",
         ),
         (0, "", "0"),
-        (1, "prompt=a/b", "1_prompt=a_b"),
-        (12, "x=" + "9" * 300, "12_x=" + "9" * 145 + "..."),
+        (1, "prompt-a/b", "1_prompt-a_b"),
+        (2, "data.split-[0.9,0.1,0]+prompt-'a b'", "2_data.split-_0.9_0.1_0_+prompt-_a_b_"),
+        (5, "model.optimizer.lr-1e-3+seed--1", "5_model.optimizer.lr-1e-3+seed--1"),
+        (12, "x-" + "9" * 300, "12_x-" + "9" * 145 + "..."),
     ],
 )
 def test_a_jobs_directory_is_its_number_and_overrides(num: int, overrides: str, name: str):
+    """Named by what the job varies, in characters Hydra's grammar takes as a plain value."""
     assert job_dir(num, overrides) == name
+    path = f"logs/train/multiruns/2026-12-07_02-21-17/{name}/checkpoints/last.ckpt"
+    assert OverridesParser.create().parse_override(f"ckpt_path={path}").value() == path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -31,6 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: a job directory's name stays well below the 255 bytes most file systems allow
 JOB_DIR_CHARS = 150
+#: what a job directory's name may not hold: a path separator, or what Hydra's override
+#: grammar reads as syntax in an unquoted value
+UNSAFE_IN_OVERRIDES = re.compile(r"[^A-Za-z0-9_.+\-@%]")
 
 
 def config_dir() -> str:
@@ -74,12 +78,15 @@ def hydra_subdir(resume: str | None) -> str:
 
 
 def job_dir(num: int, overrides: str) -> str:
-    """A sweep job's directory, and so its TensorBoard run: ``3_model.backend=custom,...``.
+    """A sweep job's directory, and so its TensorBoard run: ``3_model.backend-custom+...``.
 
-    The number first keeps the jobs in order; ``overrides`` is Hydra's
-    ``override_dirname``, from which configs/hydra/default.yaml leaves out paths.
+    The number first keeps the jobs in order; ``overrides`` is Hydra's ``override_dirname``,
+    joined by ``-`` and ``+`` (configs/hydra/default.yaml), from which that file leaves out
+    paths. Anything else that Hydra's grammar would read as syntax (``=``, ``,``,
+    brackets, quotes, spaces) becomes ``_``, so that the path, as printed, can be typed
+    back on the command line: ``rnnlab-sample ckpt_path=<job>/checkpoints/last.ckpt``.
     """
-    name = overrides.replace("/", "_")
+    name = UNSAFE_IN_OVERRIDES.sub("_", overrides)
     if len(name) > JOB_DIR_CHARS:
         name = name[: JOB_DIR_CHARS - 3] + "..."
     return f"{num}_{name}" if name else str(num)

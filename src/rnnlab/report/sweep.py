@@ -2,7 +2,7 @@
 
 A Hydra callback (configs/hydra/default.yaml; experiment=compare_backends turns the
 comparison on). When the sweep starts it names the job directories (and so their
-TensorBoard runs) by what each job varies, ``3_model.backend=custom,model.hidden_size=128``,
+TensorBoard runs) by what each job varies, ``3_model.backend-custom+model.hidden_size-128``,
 leaving out the overrides that every job shares. After each job it records a crashed
 job's one-line error in that job's ``error.txt`` and rewrites the reports from every
 job directory found so far: Hydra's basic sweeper re-raises a crashed job's exception
