@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rnnlab.cli.inspect import display_pieces, inspect
 from rnnlab.data.vocab import Vocab
-from rnnlab.report.units import correlations, pick_units, text_features
+from rnnlab.report.units import correlations, pick_units, text_features, write_page
 from rnnlab.training.module import RNNLMModule
 from tests.conftest import TINY_TEXT, one_sentence
 
@@ -148,3 +148,21 @@ def test_word_level_pieces_read_as_the_text():
     vocab = Vocab.build("the cat sat\non the mat\n", "word")
     ids = vocab.prompt_ids("the cat sat\non the mat\n")
     assert "".join(display_pieces(vocab, ids, "")) == "the cat sat\non the mat\n"
+
+
+def test_a_word_level_page_names_unknown_words_and_gives_the_first_token_no_loss(tmp_path):
+    """An out-of-vocabulary word reads ``<unk>`` (what the model saw), not a replacement
+    character; the first token, which nothing predicts, has no loss rather than ``nan``."""
+    vocab = Vocab.build("the cat sat\non the mat\n", "word")
+    ids = vocab.prompt_ids("the dog sat\n", allow_unknown=True)
+    pieces = display_pieces(vocab, ids, "")
+    assert pieces == ["the ", "<unk> ", "sat", "\n"]
+    acts = np.linspace(-1, 1, 2 * len(ids)).reshape(len(ids), 2)
+    losses = np.array([np.nan, 2.5, 0.25, 1.0])
+    top5 = [[("cat", 0.5)]] * len(ids)
+    page = write_page(tmp_path / "p.html", "t", pieces, acts, [(0, "line", 0.5)], losses, top5)
+    html_text = page.read_text(encoding="utf-8")
+    assert "&lt;unk&gt; " in html_text and "\ufffd" not in html_text
+    assert "nan" not in html_text
+    assert "<td>0</td><td>&#x27;the &#x27;</td><td>-</td>" in html_text
+    assert "<td>1</td><td>&#x27;&lt;unk&gt; &#x27;</td><td>2.500</td>" in html_text

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from rnnlab.cli.app import config_dir, exit_on_user_error
 from rnnlab.cli.checks import check_inspect
 from rnnlab.cli.sample import torch_device
-from rnnlab.data.vocab import CHAR_UNK, EOS, UNK, Vocab
+from rnnlab.data.vocab import EOS, Vocab
 from rnnlab.errors import UserError
 from rnnlab.nn.dynamics import trace
 from rnnlab.report.units import pick_units, text_features, write_page, write_png
@@ -62,12 +62,13 @@ def read_text(text: str) -> str:
 
 def display_pieces(vocab: Vocab, ids: list[int], text: str) -> list[str]:
     """The text each token stands for: the text's own characters at char level (an unknown
-    one included), words followed by a space or a newline at word level."""
+    one included), words followed by a space or a newline at word level, where an unknown
+    word reads ``<unk>``, as the model saw it."""
     if vocab.level == "char":
         return list(text[: len(ids)])
     tokens = [vocab.itos[i] for i in ids]
     return [
-        "\n" if tok == EOS else (CHAR_UNK if tok == UNK else tok) + ("" if nxt == EOS else " ")
+        "\n" if tok == EOS else tok + ("" if nxt == EOS else " ")
         for tok, nxt in zip(tokens, [*tokens[1:], EOS], strict=True)
     ]
 

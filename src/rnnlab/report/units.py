@@ -78,12 +78,17 @@ def colour(value: float, low: float, high: float) -> str:
     return f"rgb(255,{fade},{fade})" if x > 0 else f"rgb({fade},{fade},255)"
 
 
+def shown_loss(loss: float) -> str:
+    """A token's loss in nats, or ``-`` for the first token: nothing before it predicts it."""
+    return f"{loss:.3f}" if np.isfinite(loss) else "-"
+
+
 def tooltip(i: int, activation: float | None, loss: float, top5: list[tuple[str, float]]) -> str:
     shown = " ".join(f"{token!r} {p:.3f}" for token, p in top5)
     parts = [f"#{i}"]
     if activation is not None:
         parts.append(f"a={activation:+.3f}")
-    parts += [f"loss={loss:.3f}" if np.isfinite(loss) else "loss=-", f"next: {shown}"]
+    parts += [f"loss={shown_loss(loss)}", f"next: {shown}"]
     return " | ".join(parts)
 
 
@@ -129,7 +134,7 @@ def write_page(
         + coloured_text(pieces, losses, losses, top5, False)
     )
     rows = "".join(
-        f"<tr><td>{i}</td><td>{html.escape(repr(piece))}</td><td>{loss:.3f}</td><td>"
+        f"<tr><td>{i}</td><td>{html.escape(repr(piece))}</td><td>{shown_loss(loss)}</td><td>"
         + ", ".join(f"{html.escape(repr(t))} {p:.3f}" for t, p in options)
         + "</td></tr>"
         for i, (piece, loss, options) in enumerate(zip(pieces, losses, top5, strict=True))
