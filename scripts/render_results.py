@@ -303,8 +303,8 @@ def run_from(run_dir: Path) -> tuple[dict[str, Any], str]:
     for key in ("tokens_per_sec", "train_tokens", "epochs", "steps", "wall_seconds", "num_params"):
         if key in metrics:
             run[key] = finite(metrics[key])
-    if metrics.get("val_curve"):
-        run["val_curve"] = metrics["val_curve"]
+    if metrics.get("val_curve"):  # val loss after each validation, in order
+        run["val_curve"] = [finite(point["loss"]) for point in metrics["val_curve"]]
     run["machine"] = metrics.get("machine")
     task = config.get("task_name", "train")
     command = " ".join(["rnnlab-train", *overrides(run_dir)])

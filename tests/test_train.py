@@ -94,6 +94,16 @@ def test_the_run_record_says_where_the_run_ran(trained_run: Path):
     assert machine["gpu"] is None or isinstance(machine["gpu"], str)
 
 
+def test_the_run_record_holds_the_val_curve(trained_run: Path):
+    """One point per validation, in order, the last one the final val loss."""
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    curve = metrics["val_curve"]
+    assert [p["epoch"] for p in curve] == list(range(metrics["epochs"]))
+    assert all(a["step"] < b["step"] for a, b in zip(curve, curve[1:], strict=False))
+    assert curve[-1]["loss"] == metrics["val"]["loss"]
+    assert min(p["loss"] for p in curve) == metrics["best_val"]["loss"]
+
+
 SHORT = b"hello there\n" * 20
 LATIN1 = "café au lait".encode("latin-1") * 500
 # case: (files the test writes, overrides with {tmp} for its directory, the sentence expected)

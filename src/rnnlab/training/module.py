@@ -81,6 +81,8 @@ class RNNLMModule(L.LightningModule):
         self.test_nll = MeanMetric().set_dtype(torch.float64)
         #: the last full-precision loss of each evaluated split, and the best val loss
         self.losses: dict[str, float] = {}
+        #: every validation of the run: its epoch, optimizer step, and val loss
+        self.val_curve: list[dict[str, float]] = []
 
     def forward(
         self, tokens: torch.Tensor, hidden: State | None = None
@@ -102,7 +104,11 @@ class RNNLMModule(L.LightningModule):
 
     # -- exact resumption: the state carried between windows, the losses so far -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        run_state(checkpoint).update(train_hidden=self.train_hidden, losses=dict(self.losses))
+        run_state(checkpoint).update(
+            train_hidden=self.train_hidden,
+            losses=dict(self.losses),
+            val_curve=[dict(point) for point in self.val_curve],
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is None or self.trainer.state.fn != "fit":
@@ -110,6 +116,7 @@ class RNNLMModule(L.LightningModule):
         state = run_state(checkpoint)
         self.train_hidden = state.get("train_hidden")
         self.losses = dict(state.get("losses", {}))
+        self.val_curve = [dict(point) for point in state.get("val_curve", [])]
 
     # -- evaluation: the whole split with a carried state, token-weighted ------------
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: MeanMetric) -> None:
@@ -136,6 +143,7 @@ class RNNLMModule(L.LightningModule):
             return
         self.losses["val"] = loss
         self.losses["best_val"] = min(self.losses.get("best_val", math.inf), loss)
+        self.val_curve.append({"epoch": self.current_epoch, "step": self.global_step, "loss": loss})
         if math.isfinite(loss):
             self._log_sample()
 

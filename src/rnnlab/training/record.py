@@ -56,6 +56,7 @@ def run_record(
     world = trainer.world_size  # under DDP every rank trains as many tokens as this one
     return {
         **module.final_metrics(),
+        "val_curve": module.val_curve,
         "tokens_per_sec": throughput.tokens_per_sec * world,
         "train_tokens": throughput.tokens * world,
         "world_size": world,
