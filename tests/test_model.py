@@ -8,7 +8,7 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.errors import UserError
 from rnnlab.nn.cores import detached
 from rnnlab.nn.gru import CustomGRU
-from rnnlab.nn.lm import RNNLM, ModelConfig, default_cutoffs
+from rnnlab.nn.lm import ADAPTIVE_FROM, RNNLM, ModelConfig, default_cutoffs
 from rnnlab.nn.lstm import CustomLSTM
 from rnnlab.nn.rnn import CustomRNN
 
@@ -291,3 +291,22 @@ def test_the_core_is_the_cell_of_the_backend(cell: str, backend: str, core: type
     assert all(
         not s.requires_grad for s in (detached(state) if cell == "lstm" else (detached(state),))
     )
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "output"),
+    [(100, "softmax"), (ADAPTIVE_FROM - 1, "softmax"), (ADAPTIVE_FROM, "adaptive")],
+)
+def test_output_auto_is_the_full_softmax_below_the_threshold_and_adaptive_from_it(
+    vocab_size: int, output: str
+):
+    """The choice is made once, against the vocabulary, and the model is built as it says."""
+    config = ModelConfig(output="auto", tie_weights=True, hidden_size=8, div_value=2.0)
+    resolved = config.for_vocab(vocab_size)
+    assert resolved.output == output
+    assert resolved.cutoffs == (None if output == "softmax" else tuple(default_cutoffs(vocab_size)))
+    assert resolved.div_value == (4.0 if output == "softmax" else 2.0)
+    if vocab_size < 1000:
+        net = RNNLM(vocab_size, config)
+        assert net.config == resolved and isinstance(net.decoder, torch.nn.Linear)
+        assert net.decoder.weight is net.embedding.weight  # tied, as asked

@@ -325,3 +325,19 @@ def test_word_level_adaptive_run_with_a_90_10_split(tiny_corpus: Path, tmp_path:
     assert metrics["hparams"]["cutoffs"] == default_cutoffs(metrics["vocab_size"])
     checkpoint = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3 / 4)
+
+
+def test_output_auto_says_what_it_chose_and_records_it(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A small vocabulary gets the full softmax: printed before training, in the record."""
+    cfg = compose_train(
+        [f"data.path={tiny_corpus}", *TINY_RUN, "model.output=auto", "trainer.max_epochs=1"],
+        output_dir=tmp_path,
+    )
+    metrics = train(cfg)
+    vocab_size = metrics["vocab_size"]
+    assert (
+        f"model.output=auto: the full softmax for {vocab_size:,} types" in capsys.readouterr().out
+    )
+    assert (metrics["hparams"]["output"], metrics["hparams"]["cutoffs"]) == ("softmax", None)

@@ -32,7 +32,7 @@ from rnnlab.cli.app import config_dir, exit_on_user_error, instantiate_all
 from rnnlab.cli.checks import check_optimized_metric, check_train
 from rnnlab.cli.resume import resumed_config
 from rnnlab.data.datamodule import LMDataModule
-from rnnlab.nn.lm import ModelConfig
+from rnnlab.nn.lm import ADAPTIVE_FROM, ModelConfig
 from rnnlab.training.callbacks.finite import FiniteGuard
 from rnnlab.training.callbacks.random_state import RandomStateCheckpoint
 from rnnlab.training.callbacks.throughput import Throughput
@@ -72,6 +72,14 @@ def print_final_metrics(record: dict[str, Any], sample: str) -> None:
         f"of training; {record['num_params']:,} parameters"
     )
     rich.print(rich.panel.Panel(rich.text.Text(sample), title="sample"))
+
+
+def print_auto_output(output: str, vocab_size: int) -> None:
+    """What ``model.output=auto`` chose, and why, before training starts."""
+    rich.print(
+        f"model.output=auto: the {'adaptive' if output == 'adaptive' else 'full'} softmax for "
+        f"{vocab_size:,} types (adaptive from {ADAPTIVE_FROM:,})"
+    )
 
 
 def validates(trainer: DictConfig) -> bool:
@@ -150,6 +158,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer, throughput = build(cfg, model)
+    if model.output == "auto" and rank_zero_only.rank == 0:
+        print_auto_output(module.net.config.output, module.net.vocab_size)
     if cfg.get("ckpt_path"):
         check_vocab(cfg.ckpt_path, datamodule.vocab)
     start = time.perf_counter()

@@ -42,7 +42,10 @@ from rnnlab.nn.cores import CORES, NONLINEARITIES, State
 from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
 from rnnlab.nn.stack import BPTT_MODES
 
-OUTPUTS = ("softmax", "adaptive")
+OUTPUTS = ("softmax", "adaptive", "auto")
+#: output=auto: the full softmax below this many types, the adaptive softmax from it on (a
+#: tied full softmax won at 10k types, the adaptive softmax at 33k: docs/results.md)
+ADAPTIVE_FROM = 20_000
 #: the head holds the 2,000 most frequent types; each further cluster is five times larger
 CUTOFF_STEPS = (2_000, 10_000, 50_000, 250_000)
 
@@ -95,6 +98,7 @@ class ModelConfig:
     #: optimizers that take sparse gradients (SGD, Adagrad), with an untied table
     sparse_embedding: bool = False
     #: softmax (one linear decoder) | adaptive (exact, far cheaper for large word vocabularies)
+    #: | auto (softmax below ADAPTIVE_FROM types, adaptive from it on)
     output: str = "softmax"
     #: adaptive only: cluster boundaries in frequency-sorted ids (None, null: default_cutoffs)
     cutoffs: tuple[int, ...] | None = None
@@ -137,8 +141,8 @@ class ModelConfig:
         applies = {
             "nonlinearity": (self.cell == "rnn", "model.cell=rnn"),
             "bptt": (self.backend == "custom", "model.backend=custom"),
-            "cutoffs": (self.output == "adaptive", "model.output=adaptive"),
-            "div_value": (self.output == "adaptive", "model.output=adaptive"),
+            "cutoffs": (self.output != "softmax", "model.output=adaptive or auto"),
+            "div_value": (self.output != "softmax", "model.output=adaptive or auto"),
             "recurrent_init_scale": (
                 self.recurrent_init != "pytorch",
                 "model.recurrent_init=orthogonal or identity",
@@ -167,10 +171,18 @@ class ModelConfig:
         return self.hidden_size if self.embedding_dim is None else self.embedding_dim
 
     def for_vocab(self, vocab_size: int) -> ModelConfig:
-        """These settings with nothing left to default, checked against ``vocab_size``."""
+        """These settings with nothing left to default, checked against ``vocab_size``:
+        ``output=auto`` becomes ``softmax`` or ``adaptive`` here, so the model, its
+        checkpoint and its run record name the output layer that was built."""
         check_int("the vocabulary size", vocab_size, 1)
-        if self.output != "adaptive":
-            return dataclasses.replace(self, embedding_dim=self.embedding_size)
+        output = self.output
+        if output == "auto":
+            output = "adaptive" if vocab_size >= ADAPTIVE_FROM else "softmax"
+        if output == "softmax":
+            defaults = {"cutoffs": None, "div_value": ModelConfig.div_value}  # unused: auto
+            return dataclasses.replace(
+                self, output=output, embedding_dim=self.embedding_size, **defaults
+            )
         cutoffs = default_cutoffs(vocab_size) if self.cutoffs is None else list(self.cutoffs)
         rising = all(a < b for a, b in zip(cutoffs, cutoffs[1:], strict=False))
         if not cutoffs or not rising or cutoffs[0] < 1 or cutoffs[-1] > vocab_size - 1:
@@ -184,7 +196,9 @@ class ModelConfig:
                 f"projection of hidden_size / div_value^{len(cutoffs)} < 1 unit; lower "
                 "div_value or use fewer cutoffs."
             )
-        return dataclasses.replace(self, embedding_dim=self.embedding_size, cutoffs=tuple(cutoffs))
+        return dataclasses.replace(
+            self, output=output, embedding_dim=self.embedding_size, cutoffs=tuple(cutoffs)
+        )
 
     def recurrent_core(self) -> nn.Module:
         """The layer stack of ``cell`` and ``backend``, its ``W_hh`` as ``recurrent_init`` says;
