@@ -55,7 +55,7 @@ def measure(cell: str, backend: str, repeats: int) -> dict[str, float]:
         tr = trace(net, window[:, :-1])
         gradient_through_time(tr, window[:, 1:])
         step_jacobian_norm(net, tr, 20)
-        recurrent_spectrum(net)
+        recurrent_spectrum(net, tr)
         saturation(net, tr)
 
     train_step()  # warm-up

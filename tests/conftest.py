@@ -18,8 +18,13 @@ from omegaconf import DictConfig, open_dict
 
 from rnnlab.cli.app import compose_config, config_dir
 from rnnlab.cli.train import train
+from rnnlab.nn.cores import CORES
 
 CONFIG_DIR = Path(config_dir())
+#: every (cell, backend) that exists: the cells linear in their state are rnnlab's only
+CELL_BACKENDS = [(cell, backend) for cell, cores in CORES.items() for backend in cores]
+#: the cells PyTorch has too (and with them a W_hh)
+CLASSIC_CELLS = tuple(cell for cell, cores in CORES.items() if "builtin" in cores)
 REPO = Path(__file__).resolve().parents[1]
 
 #: A few hundred lines of varied English so that a tiny model has something to learn.

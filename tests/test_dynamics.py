@@ -18,12 +18,15 @@ from rnnlab.nn.dynamics import (
     trace,
 )
 from rnnlab.nn.lm import RNNLM, ModelConfig
+from tests.conftest import CELL_BACKENDS, CLASSIC_CELLS
 
 CELLS = tuple(CORES)
 VOCAB, B, T = 13, 3, 9
 
 
-def model(cell: str, backend: str = "builtin", layers: int = 1, **settings) -> RNNLM:
+def model(cell: str, backend: str | None = None, layers: int = 1, **settings) -> RNNLM:
+    """PyTorch's core where there is one (the probes must not depend on rnnlab's), else ours."""
+    backend = backend or ("builtin" if "builtin" in CORES[cell] else "custom")
     torch.manual_seed(0)
     settings = {"hidden_size": 5, "embedding_dim": 4, **settings}
     config = ModelConfig(cell=cell, backend=backend, num_layers=layers, **settings)
@@ -35,8 +38,7 @@ def window(length: int = T) -> tuple[torch.Tensor, torch.Tensor]:
     return ids[:, :-1], ids[:, 1:]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize(("cell", "backend"), CELL_BACKENDS)
 @pytest.mark.parametrize("output", ["softmax", "adaptive"])
 def test_the_trace_is_the_model_itself(cell: str, backend: str, output: str):
     """What the probes unroll is what the model computes, on both backends."""
@@ -85,7 +87,7 @@ def brute_force_gradient(net: RNNLM, tokens: torch.Tensor, targets: torch.Tensor
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradient_through_time_is_the_brute_force_jacobian(cell: str, layers: int):
-    net = model(cell, "builtin", layers=layers)
+    net = model(cell, layers=layers)
     tokens, targets = window()
     g = gradient_through_time(trace(net, tokens), targets)
     assert g.shape == (layers, T + 1)
@@ -94,7 +96,7 @@ def test_gradient_through_time_is_the_brute_force_jacobian(cell: str, layers: in
     assert (g[0] > 0).all()
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", CLASSIC_CELLS)
 def test_both_backends_probe_alike(cell: str):
     tokens, targets = window()
     probes = []
@@ -130,7 +132,34 @@ def test_a_linear_recurrence_decays_as_a_to_the_lag():
     torch.testing.assert_close(g / g[0], a**lags, atol=0, rtol=1e-12)
     assert reach(g) == math.ceil(math.log(1e-3) / math.log(a)) == 66
     assert step_jacobian_norm(net, tr) == pytest.approx([a], rel=1e-12)
-    assert recurrent_spectrum(net) == [{"h": pytest.approx((a, a), rel=1e-12)}]
+    assert recurrent_spectrum(net, tr) == [
+        {"h": pytest.approx({"sigma_max": a, "radius": a}, rel=1e-12)}
+    ]
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_a_linear_cells_gradient_through_time_is_the_product_of_its_decays(cell: str):
+    """One layer of h_t = a_t h_{t-1} + b_t: dl_T/dh_{T-j} = dl_T/dh_T * a_T ... a_{T-j+1},
+    elementwise, so the probe's norms are those of the closed form; its spectrum entry is
+    the spread of a_t, and its step Jacobian diag(a_t) has norm max(a_t)."""
+    net = model(cell, dropout=0.0)
+    tokens, targets = window(40)
+    tr = trace(net, tokens)
+    g = gradient_through_time(tr, targets)[0]
+    h_last = tr.states[0][-1].detach().requires_grad_()
+    nll = -net.log_probs(h_last).gather(1, targets[:, -1:])  # (B, 1): each example's own
+    (dl_dh,) = torch.autograd.grad(nll.sum(), h_last)
+    decays = tr.activations[0]["a"].detach()  # (T, B, H)
+    products = torch.cat([torch.ones_like(decays[:1]), decays.flip(0).cumprod(0)])  # lags 0..T
+    expected = (dl_dh * products).norm(dim=2).mean(dim=1)
+    torch.testing.assert_close(g, expected, atol=0, rtol=1e-10)
+    ((spread,),) = (v.values() for v in recurrent_spectrum(net, tr))
+    assert spread == {
+        "mean": pytest.approx(float(decays.mean()), rel=1e-12),
+        "above_0.99": float((decays > 0.99).double().mean()),
+    }
+    exact = decays.amax(dim=2).mean()
+    assert step_jacobian_norm(net, tr, iterations=300) == pytest.approx([float(exact)], rel=1e-6)
 
 
 def test_reach_is_capped_at_the_window():
@@ -169,10 +198,11 @@ def exact_step_jacobian_norms(net: RNNLM, tr: Trace, layer: int) -> torch.Tensor
     return torch.stack(norms)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", CLASSIC_CELLS)
 def test_orthogonal_init_has_unit_singular_values(cell: str):
     net = model(cell, recurrent_init="orthogonal")
-    for sigma, radius in recurrent_spectrum(net)[0].values():
+    tr = trace(net, window(4)[0])
+    for sigma, radius in (v.values() for v in recurrent_spectrum(net, tr)[0].values()):
         assert sigma == pytest.approx(1.0, abs=1e-6)
         assert radius == pytest.approx(1.0, abs=1e-6)  # an orthogonal matrix's eigenvalues
 

@@ -18,7 +18,6 @@ import torch
 from rnnlab.cli.export import sha256
 from rnnlab.cli.sample import samples
 from rnnlab.cli.train import train
-from rnnlab.nn.cores import CORES
 from rnnlab.nn.export import (
     INPUTS,
     ChunkLM,
@@ -27,9 +26,17 @@ from rnnlab.nn.export import (
     reference_outputs,
     state_kind,
 )
-from rnnlab.nn.lm import OUTPUTS, RNNLM, ModelConfig
+from rnnlab.nn.lm import RNNLM, ModelConfig
 from rnnlab.training.module import RNNLMModule
-from tests.conftest import REPO, TINY_RUN, TINY_TEXT, compose_train, invoke, one_sentence
+from tests.conftest import (
+    CELL_BACKENDS,
+    REPO,
+    TINY_RUN,
+    TINY_TEXT,
+    compose_train,
+    invoke,
+    one_sentence,
+)
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="the export extra is not installed")
@@ -131,9 +138,8 @@ def test_the_state_carried_across_two_calls_is_one_call_over_both(exported: Expo
     assert largest_gap([torch.cat([first[0], second[0]], 1), *second[1:]], whole) < 1e-5
 
 
-@pytest.mark.parametrize("cell", tuple(CORES))
-@pytest.mark.parametrize("backend", ["builtin", "custom"])
-@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize(("cell", "backend"), CELL_BACKENDS)
+@pytest.mark.parametrize("output", ["softmax", "adaptive"])
 def test_the_scan_over_time_is_the_model_itself_in_float64(cell: str, backend: str, output: str):
     """What is exported, unexported: every cell, backend and output, to 1e-10."""
     net = model(cell, backend, output, 2, tie=True, dtype=torch.float64)

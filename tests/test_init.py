@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from rnnlab.errors import UserError
-from rnnlab.nn.cores import CORES, GATES
+from rnnlab.nn.cores import GATES
 from rnnlab.nn.lm import RNNLM, ModelConfig
+from tests.conftest import CLASSIC_CELLS
 
-CELLS = tuple(CORES)
+CELLS = CLASSIC_CELLS
 
 
 def model(cell: str, backend: str, **settings) -> RNNLM:

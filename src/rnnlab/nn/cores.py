@@ -15,17 +15,29 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from rnnlab.nn import gru, lstm, rnn
+from rnnlab.nn import gru, lstm, mingru, minlstm, rnn
 from rnnlab.nn.stack import Weights
 
-#: the recurrent cells, each PyTorch's (builtin) and rnnlab's hand-written one (custom)
+#: the recurrent cells, each PyTorch's (builtin) and rnnlab's hand-written one (custom);
+#: the cells linear in their state exist in rnnlab only
 CORES: dict[str, dict[str, type[nn.Module]]] = {
     "rnn": {"builtin": nn.RNN, "custom": rnn.CustomRNN},
     "gru": {"builtin": nn.GRU, "custom": gru.CustomGRU},
     "lstm": {"builtin": nn.LSTM, "custom": lstm.CustomLSTM},
+    "mingru": {"custom": mingru.MinGRU},
+    "minlstm": {"custom": minlstm.MinLSTM},
 }
 #: the H-wide gate blocks each cell stacks in its weights, in order (W_ih, W_hh: (G*H, .))
-GATES = {"rnn": ("h",), "gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
+GATES = {
+    "rnn": ("h",),
+    "gru": ("r", "z", "n"),
+    "lstm": ("i", "f", "g", "o"),
+    "mingru": ("z", "h~"),
+    "minlstm": ("f", "i", "h~"),
+}
+#: the cells linear in their state, ``h_t = a_t * h_{t-1} + b_t``: no W_hh, a scan option,
+#: and a step Jacobian that is ``diag(a_t)`` (their step functions name ``a``)
+LINEAR = frozenset({"mingru", "minlstm"})
 #: the cells whose state is a pair ``(h, c)``
 PAIRED_STATE = frozenset({"lstm"})
 #: the Elman cell's choices of ``phi``
@@ -43,16 +55,21 @@ def cell_functions(cell: str, nonlinearity: str = "tanh") -> tuple[Project, Step
     """The cell's input projection and step function, as its hand-written layer uses them."""
     if cell == "rnn":
         return rnn.project, partial(rnn.elman_step, nonlinearity=nonlinearity)
-    if cell == "gru":
-        return gru.project, gru.gru_step
-    return lstm.project, lstm.lstm_step
+    functions: dict[str, tuple[Project, Step]] = {
+        "gru": (gru.project, gru.gru_step),
+        "lstm": (lstm.project, lstm.lstm_step),
+        "mingru": (mingru.project, mingru.mingru_step),
+        "minlstm": (minlstm.project, minlstm.minlstm_step),
+    }
+    return functions[cell]
 
 
 def layer_weights(core: nn.Module, layer: int) -> Weights:
-    """``(W_ih, W_hh, b_ih, b_hh)`` of a layer, by the names both backends share."""
+    """``(W_ih, W_hh, b_ih, b_hh)`` of a layer, by the names both backends share (``None``
+    for what a cell linear in its state does not have)."""
     return (
         getattr(core, f"weight_ih_l{layer}"),
-        getattr(core, f"weight_hh_l{layer}"),
+        getattr(core, f"weight_hh_l{layer}", None),
         getattr(core, f"bias_ih_l{layer}", None),
         getattr(core, f"bias_hh_l{layer}", None),
     )

@@ -16,7 +16,9 @@ for ``t = 0 .. T`` (``h_0`` the zero start); ``G`` the gate blocks of the cell.
   steps back. For the LSTM ``h`` is the output half of the state (``c`` held fixed);
   :func:`reach` is the lag at which ``g`` first falls below ``1e-3`` of ``g[0]``;
 - **recurrent spectrum** (:func:`recurrent_spectrum`): largest singular value and
-  spectral radius of each gate's ``(H, H)`` block of ``W_hh``;
+  spectral radius of each gate's ``(H, H)`` block of ``W_hh``; for minGRU and minLSTM,
+  which have no ``W_hh``, the spread of the decays ``a_t`` (the step Jacobian is
+  ``diag(a_t)``): their mean and the share above 0.99;
 - **step Jacobian** (:func:`step_jacobian_norm`): the mean over the window of the
   spectral norm of ``d s_t / d s_{t-1}`` (``s = h``, or ``(h, c)`` for the LSTM), by power
   iteration with Jacobian-vector products: above 1 a perturbation grows per step, below 1
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp
 
-from rnnlab.nn.cores import GATES, PAIRED_STATE, State, cell_functions, layer_weights
+from rnnlab.nn.cores import GATES, LINEAR, PAIRED_STATE, State, cell_functions, layer_weights
 from rnnlab.nn.lm import RNNLM
 
 #: what saturation means for each activation a step function names (``h``: the nonlinearity)
@@ -47,6 +49,7 @@ ACTIVATION_KINDS = {
     "g": "tanh",
     "o": "sigmoid",
     "tanh_c": "tanh",
+    "a": "sigmoid",
 }
 #: the gradient's reach ends where it falls below this share of its value at lag 0
 REACH_THRESHOLD = 1e-3
@@ -137,8 +140,16 @@ def reach(g: Tensor, threshold: float = REACH_THRESHOLD) -> int:
     return int(below[0]) if len(below) else len(g) - 1
 
 
-def recurrent_spectrum(model: RNNLM) -> list[dict[str, tuple[float, float]]]:
-    """Per layer, each gate block's ``(largest singular value, spectral radius)`` of ``W_hh``."""
+def recurrent_spectrum(model: RNNLM, tr: Trace) -> list[dict[str, dict[str, float]]]:
+    """Per layer, each gate block's ``sigma_max`` and spectral ``radius`` of ``W_hh``; for a
+    cell linear in its state, which has none, the spread of its decays ``a_t`` over the
+    window instead: their ``mean`` and the share ``above_0.99`` (channels that keep their
+    state for about a hundred steps or more), since its step Jacobian is ``diag(a_t)``."""
+    if model.config.cell in LINEAR:
+        return [
+            {"a": {"mean": float(a.mean()), "above_0.99": float((a > 0.99).double().mean())}}
+            for a in (acts["a"].detach() for acts in tr.activations)
+        ]
     hidden, names = model.config.hidden_size, GATES[model.config.cell]
     spectra = []
     with torch.no_grad():
@@ -146,10 +157,10 @@ def recurrent_spectrum(model: RNNLM) -> list[dict[str, tuple[float, float]]]:
             blocks = layer_weights(model.rnn, layer)[1].split(hidden)
             spectra.append(
                 {
-                    name: (
-                        float(torch.linalg.matrix_norm(w, ord=2)),
-                        float(torch.linalg.eigvals(w).abs().max()),
-                    )
+                    name: {
+                        "sigma_max": float(torch.linalg.matrix_norm(w, ord=2)),
+                        "radius": float(torch.linalg.eigvals(w).abs().max()),
+                    }
                     for name, w in zip(names, blocks, strict=True)
                 }
             )

@@ -38,8 +38,9 @@ from torch import nn
 
 from rnnlab.errors import UserError, check_bool, check_choice, check_int, check_number
 from rnnlab.nn import BACKENDS
-from rnnlab.nn.cores import CORES, NONLINEARITIES, State
+from rnnlab.nn.cores import CORES, LINEAR, NONLINEARITIES, State
 from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
+from rnnlab.nn.scan import SCANS
 from rnnlab.nn.stack import BPTT_MODES
 
 OUTPUTS = ("softmax", "adaptive", "auto")
@@ -67,12 +68,15 @@ class ModelConfig:
     vocabulary (the cutoffs) is checked by :meth:`for_vocab`.
     """
 
-    #: rnn (Elman) | gru | lstm
+    #: rnn (Elman) | gru | lstm | mingru | minlstm (linear in the state; custom backend only)
     cell: str = "rnn"
     #: builtin (torch.nn's) | custom (rnnlab.nn's, hand-written BPTT)
     backend: str = "builtin"
     #: custom backend only: manual (hand-written BPTT) | autograd (the same cell under autograd)
     bptt: str = "manual"
+    #: mingru and minlstm only: sequential (one step after another: the fast one on a CPU) |
+    #: parallel (every step at once, recursive doubling: for a GPU); the same numbers
+    scan: str = "sequential"
     #: None (null): the same as hidden_size
     embedding_dim: int | None = None
     #: units of each recurrent layer (H)
@@ -109,6 +113,7 @@ class ModelConfig:
         check_choice("model.cell", self.cell, tuple(CORES))
         check_choice("model.backend", self.backend, BACKENDS)
         check_choice("model.bptt", self.bptt, BPTT_MODES)
+        check_choice("model.scan", self.scan, SCANS)
         check_choice("model.nonlinearity", self.nonlinearity, NONLINEARITIES)
         check_choice("model.output", self.output, OUTPUTS)
         check_choice("model.recurrent_init", self.recurrent_init, RECURRENT_INITS)
@@ -134,6 +139,17 @@ class ModelConfig:
                 "it with the output layer, whose gradient is dense; set one of them to false."
             )
         self._refuse_what_does_not_apply()
+        if self.cell in LINEAR and self.backend == "builtin":
+            raise UserError(
+                f"model.cell={self.cell} has no torch.nn layer to run it; use "
+                "model.backend=custom (rnnlab's, with its hand-written BPTT)."
+            )
+        if self.cell in LINEAR and self.recurrent_init != "pytorch":
+            raise UserError(
+                f"model.recurrent_init={self.recurrent_init} shapes W_hh, which "
+                f"model.cell={self.cell} does not have (its gates read the input alone); "
+                "drop it."
+            )
 
     def _refuse_what_does_not_apply(self) -> None:
         """A setting changed from its default where it has no effect is a mistake, not a no-op:
@@ -141,6 +157,7 @@ class ModelConfig:
         applies = {
             "nonlinearity": (self.cell == "rnn", "model.cell=rnn"),
             "bptt": (self.backend == "custom", "model.backend=custom"),
+            "scan": (self.cell in LINEAR, "model.cell=mingru or minlstm"),
             "cutoffs": (self.output != "softmax", "model.output=adaptive or auto"),
             "div_value": (self.output != "softmax", "model.output=adaptive or auto"),
             "recurrent_init_scale": (
@@ -206,6 +223,8 @@ class ModelConfig:
         options: dict[str, Any] = {"dropout": self.dropout if self.num_layers > 1 else 0.0}
         if self.cell == "rnn":
             options["nonlinearity"] = self.nonlinearity
+        if self.cell in LINEAR:
+            options["scan"] = self.scan
         if self.backend == "custom":
             options["bptt"] = self.bptt
         layers = CORES[self.cell][self.backend]

@@ -34,8 +34,9 @@ from torch import Tensor, nn
 #: how a layer's backward is computed: by hand, or by autograd through the same cell
 BPTT_MODES = ("manual", "autograd")
 
-#: one layer's ``(W_ih, W_hh, b_ih, b_hh)``; both biases are ``None`` without bias
-Weights = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+#: one layer's ``(W_ih, W_hh, b_ih, b_hh)``; both biases are ``None`` without bias, and
+#: ``W_hh`` and ``b_hh`` for a cell linear in its state, which has no recurrent matrix
+Weights = tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]
 #: a layer's state as the cell reads it: ``h`` (B, H), or ``(h, c)``
 LayerState = Tensor | tuple[Tensor, Tensor]
 
@@ -90,6 +91,8 @@ class RecurrentStack(nn.Module):
     gates: ClassVar[int]
     #: tensors in the state: 1 (``h``) or 2 (``h``, ``c``)
     state_size: ClassVar[int] = 1
+    #: whether the cell has W_hh and b_hh; a cell linear in its state reads ``x`` alone
+    recurrent: ClassVar[bool] = True
     #: the torch.nn layer this one stands in for, named in error messages
     builtin: ClassVar[str]
 
@@ -128,12 +131,13 @@ class RecurrentStack(nn.Module):
         width = self.gates * hidden_size
         # Registration order is torch.nn's, so that reset_parameters draws the same numbers.
         for layer in range(num_layers):
-            shapes = {
-                "weight_ih": (width, input_size if layer == 0 else hidden_size),
-                "weight_hh": (width, hidden_size),
-            }
+            shapes = {"weight_ih": (width, input_size if layer == 0 else hidden_size)}
+            if self.recurrent:
+                shapes["weight_hh"] = (width, hidden_size)
             if bias:
-                shapes |= {"bias_ih": (width,), "bias_hh": (width,)}
+                shapes["bias_ih"] = (width,)
+                if self.recurrent:
+                    shapes["bias_hh"] = (width,)
             for name, shape in shapes.items():
                 parameter = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
                 self.register_parameter(f"{name}_l{layer}", parameter)
@@ -157,11 +161,13 @@ class RecurrentStack(nn.Module):
         """No-op, for code written against torch.nn (there is no cuDNN weight buffer here)."""
 
     def layer_parameters(self, layer: int) -> Weights:
-        """``(W_ih, W_hh, b_ih, b_hh)`` of one layer; biases are ``None`` without bias."""
-        w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
-        if not self.bias:
-            return w_ih, w_hh, None, None
-        return w_ih, w_hh, getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
+        """``(W_ih, W_hh, b_ih, b_hh)`` of one layer; ``None`` for what it does not have."""
+        return (
+            getattr(self, f"weight_ih_l{layer}"),
+            getattr(self, f"weight_hh_l{layer}", None),
+            getattr(self, f"bias_ih_l{layer}", None),
+            getattr(self, f"bias_hh_l{layer}", None),
+        )
 
     def forward(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
         """``(output, h_n)`` (``(output, (h_n, c_n))`` for two state tensors) exactly as

@@ -11,7 +11,8 @@ zero state) after each validation, or every ``every_n_steps`` optimizer steps, a
 - ``dynamics/reach/l<k>``: the lag at which that gradient first falls below 1e-3 of its
   value at lag 0 (the window's length when it never does);
 - ``dynamics/jacobian_norm/l<k>``: the mean spectral norm of the step Jacobian;
-- ``dynamics/spectrum/l<k>/<gate>/sigma_max`` and ``.../radius`` of each ``W_hh`` block;
+- ``dynamics/spectrum/l<k>/<gate>/sigma_max`` and ``.../radius`` of each ``W_hh`` block
+  (for minGRU and minLSTM ``dynamics/spectrum/l<k>/a/mean`` and ``.../above_0.99``);
 - ``dynamics/saturation/l<k>/<activation>``: the share of saturated units.
 
 The tags are the same on both backends. The probe touches neither the training random
@@ -100,7 +101,7 @@ class DynamicsMonitor(L.Callback):
             tr = trace(net, ids[:, :-1])
             g = gradient_through_time(tr, ids[:, 1:]).cpu()  # read number by number below
             jacobian = step_jacobian_norm(net, tr, self.power_iterations)
-        metrics = scalars(g, jacobian, recurrent_spectrum(net), saturation(net, tr))
+        metrics = scalars(g, jacobian, recurrent_spectrum(net, tr), saturation(net, tr))
         step = trainer.global_step
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
@@ -114,7 +115,7 @@ class DynamicsMonitor(L.Callback):
 def scalars(
     g: torch.Tensor,
     jacobian: list[float],
-    spectrum: list[dict[str, tuple[float, float]]],
+    spectrum: list[dict[str, dict[str, float]]],
     saturated: list[dict[str, float]],
 ) -> dict[str, float]:
     """The probes' numbers under their TensorBoard tags (see the module doc)."""
@@ -126,9 +127,8 @@ def scalars(
         }
         metrics[f"dynamics/reach/{prefix}"] = float(reach(layer))
         metrics[f"dynamics/jacobian_norm/{prefix}"] = jacobian[k]
-        for gate, (sigma, radius) in spectrum[k].items():
-            metrics[f"dynamics/spectrum/{prefix}/{gate}/sigma_max"] = sigma
-            metrics[f"dynamics/spectrum/{prefix}/{gate}/radius"] = radius
+        for gate, values in spectrum[k].items():
+            metrics |= {f"dynamics/spectrum/{prefix}/{gate}/{n}": v for n, v in values.items()}
         metrics |= {f"dynamics/saturation/{prefix}/{n}": v for n, v in saturated[k].items()}
     return metrics
 

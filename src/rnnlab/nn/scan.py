@@ -1,0 +1,74 @@
+r"""The linear recurrence ``h_t = a_t * h_{t-1} + b_t`` over a whole sequence, and its reverse.
+
+Shapes, noted once: ``a``, ``b`` and the states ``h`` are ``(T, B, H)``; ``h0`` is ``(B, H)``.
+Everything is elementwise: each of the ``B * H`` channels is its own scalar recurrence.
+
+Two ways to compute the same numbers (``mode``):
+
+- ``"sequential"``: one step after another, ``T`` fused multiply-adds of ``(B, H)``. On a
+  CPU a step costs microseconds, so this is the fast one there.
+- ``"parallel"``: every step at once, by recursive doubling (Hillis and Steele 1986).
+  After round ``k`` each position holds the map ``h -> A h + B`` of the ``2^k`` steps
+  ending there; combining a map with the one ``d`` steps before it is
+  ``(A, B) <- (A * A', B + A * B')``. ``ceil(log2 T)`` rounds of whole-tensor operations,
+  ``O(T log T)`` work: few launches, which is what a GPU wants. It multiplies and adds
+  only, so it is exact to rounding for any sign of ``b`` and for ``a = 0``, unlike a
+  log-space scan (``cumsum`` and ``logcumsumexp``, Heinsen 2023), which needs ``b > 0``
+  or a split by sign, and loses digits to ``exp(log)`` (measured in
+  ``scripts/bench_scan.py``).
+
+The backward of a linear recurrence is the same recurrence run backwards in time. With
+``g_t = dL/dh_t`` arriving from outside (the output, and ``dL/dh_n`` added at ``t = T``)
+and ``G_t`` the total gradient reaching ``h_t``::
+
+    G_T = g_T                G_t = g_t + a_{t+1} * G_{t+1}         t = T-1 .. 1
+    dL/da_t = G_t * h_{t-1}        dL/db_t = G_t        dL/dh_0 = a_1 * G_1
+
+:func:`reverse_scan` computes ``G`` with :func:`scan` itself, on the time-reversed
+sequence with ``a`` shifted by one step. The gradients have both signs, which the
+doubling scan takes as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: how the recurrence is computed: one step after another, or every step at once
+SCANS = ("sequential", "parallel")
+
+
+def scan(a: Tensor, b: Tensor, h0: Tensor, mode: str) -> Tensor:
+    """Every ``h_t`` of ``h_t = a_t * h_{t-1} + b_t`` from ``h0``: (T, B, H)."""
+    return sequential_scan(a, b, h0) if mode == "sequential" else parallel_scan(a, b, h0)
+
+
+def sequential_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """One step after another (out of place, so autograd can run through it too)."""
+    hs, h = [], h0
+    for a_t, b_t in zip(a.unbind(0), b.unbind(0), strict=True):
+        h = torch.addcmul(b_t, a_t, h)
+        hs.append(h)
+    return torch.stack(hs)
+
+
+def parallel_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """Recursive doubling: after the round with offset ``d``, position ``t`` holds the map
+    of steps ``t - 2d + 1 .. t``; once ``d >= T``, the map of every step from the start."""
+    big_a, big_b = a, b
+    offset = 1
+    while offset < a.shape[0]:
+        # the right-hand sides are whole new tensors: every position reads the old values
+        big_b = torch.cat(
+            [big_b[:offset], torch.addcmul(big_b[offset:], big_a[offset:], big_b[:-offset])]
+        )
+        big_a = torch.cat([big_a[:offset], big_a[offset:] * big_a[:-offset]])
+        offset *= 2
+    return torch.addcmul(big_b, big_a, h0)
+
+
+def reverse_scan(a: Tensor, g: Tensor, mode: str) -> Tensor:
+    """``G_t = g_t + a_{t+1} * G_{t+1}`` from ``G_T = g_T``: :func:`scan` run backwards."""
+    shifted = torch.cat([a[1:], a.new_zeros(1, *a.shape[1:])])  # a_{t+1}, none after T
+    reversed_g = scan(shifted.flip(0), g.flip(0), g.new_zeros(g.shape[1:]), mode)
+    return reversed_g.flip(0)
