@@ -137,6 +137,30 @@ def test_a_gated_cell_resumes_exactly(cell: str, cli, root: Path, tmp_path: Path
     assert_same_run(runs["crashed"], runs["whole"])
 
 
+def test_a_blocks_model_resumes_exactly_after_sigkill(cli, root: Path, monkeypatch):
+    """Residual blocks carry nested states (each block's mixer state and convolution memory):
+    they go into checkpoints as plain tensors and a SIGKILLed run resumes to the same end."""
+    blocks = [
+        "model.arch=blocks",
+        "model.cell=mingru",
+        "model.backend=custom",
+        "model.conv_kernel=3",
+        "model.num_layers=2",
+    ]
+    whole = root / "blocks-whole"
+    train(compose_train([f"data.path={root / 'tiny.txt'}", *RUN, *blocks], output_dir=whole))
+    killed = train_in_a_process(root, "blocks-killed", *blocks, *signal_at(40, "SIGKILL"))
+    assert killed.returncode == -9
+    last = torch.load(root / "blocks-killed/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 35
+    (mixer_state, memory), _ = last["rnnlab"]["train_hidden"]  # block 0's, then block 1's
+    assert mixer_state.shape[0] == 1 and memory.shape[0] == 2  # one layer; k - 1 inputs
+    monkeypatch.chdir(root)
+    resumed = cli("train", f"resume={root / 'blocks-killed'}")
+    assert resumed.code == 0, resumed.err[-3000:]
+    assert_same_run(root / "blocks-killed", whole)
+
+
 def test_a_moved_run_resumes_where_it_is_now(cli, root: Path, tmp_path: Path, monkeypatch):
     """Its saved config names the old directory; the resumed run writes into the new one."""
     moved = tmp_path / "moved"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -75,8 +76,12 @@ def layer_weights(core: nn.Module, layer: int) -> Weights:
     )
 
 
-def detached(state: State) -> State:
-    """The carried state cut from the graph: truncated BPTT stops at the window's edge."""
+def detached(state: Any) -> Any:
+    """The carried state cut from the graph: truncated BPTT stops at the window's edge.
+
+    A state is a tensor or a tuple of states: ``h``, ``(h, c)``, or a tuple of residual
+    blocks' states (:mod:`rnnlab.nn.blocks`).
+    """
     if isinstance(state, torch.Tensor):
         return state.detach()
-    return state[0].detach(), state[1].detach()
+    return tuple(detached(s) for s in state)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp
 
+from rnnlab.errors import UserError
 from rnnlab.nn.cores import GATES, LINEAR, PAIRED_STATE, State, cell_functions, layer_weights
 from rnnlab.nn.lm import RNNLM
 
@@ -96,8 +97,18 @@ def zero_state(model: RNNLM, batch: int, like: Tensor) -> State:
     return h
 
 
+def refuse_blocks(model: RNNLM, what: str) -> None:
+    """Step-by-step code reads a stacked core's layers; residual blocks are not read yet."""
+    if model.config.arch == "blocks":
+        raise UserError(
+            f"a model with model.arch=blocks cannot be {what} yet: it unrolls stacked cores "
+            "only; use a model.arch=stack model."
+        )
+
+
 def trace(model: RNNLM, tokens: Tensor) -> Trace:
     """Unroll ``model`` over ``tokens`` ``(B, T)`` from a zero state, keeping every step."""
+    refuse_blocks(model, "probed (callbacks=dynamics, rnnlab-inspect)")
     project, step = cell_functions(model.config.cell, model.config.nonlinearity)
     x = model.embed(tokens.t())  # (T, B, E)
     projections, states, activations = [], [], []

@@ -38,12 +38,15 @@ from torch import nn
 
 from rnnlab.errors import UserError, check_bool, check_choice, check_int, check_number
 from rnnlab.nn import BACKENDS
+from rnnlab.nn.blocks import Blocks
 from rnnlab.nn.cores import CORES, LINEAR, NONLINEARITIES, State
 from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
 from rnnlab.nn.scan import SCANS
 from rnnlab.nn.stack import BPTT_MODES
 
 OUTPUTS = ("softmax", "adaptive", "auto")
+#: how the cells are arranged: stacked directly, or as mixers of residual blocks
+ARCHS = ("stack", "blocks")
 #: output=auto: the full softmax below this many types, the adaptive softmax from it on (a
 #: tied full softmax won at 10k types, the adaptive softmax at 33k: docs/results.md)
 ADAPTIVE_FROM = 20_000
@@ -81,8 +84,15 @@ class ModelConfig:
     embedding_dim: int | None = None
     #: units of each recurrent layer (H)
     hidden_size: int = 256
-    #: recurrent layers stacked, each reading the one below
+    #: recurrent layers stacked, each reading the one below (arch=blocks: the blocks)
     num_layers: int = 1
+    #: stack (the cells stacked directly) | blocks (pre-norm residual blocks, each a one-layer
+    #: cell as its mixer and an MLP: see rnnlab.nn.blocks)
+    arch: str = "stack"
+    #: blocks only: the MLP's hidden width as a multiple of hidden_size (0: no MLP)
+    mlp_ratio: int = 4
+    #: blocks only: a causal depthwise convolution of this many steps before the mixer (0: none)
+    conv_kernel: int = 0
     #: rnn only: tanh | relu
     nonlinearity: str = "tanh"
     #: pytorch (the cores' own) | orthogonal | identity (the IRNN with relu): see rnnlab.nn.init
@@ -120,6 +130,9 @@ class ModelConfig:
         check_number("model.recurrent_init_scale", self.recurrent_init_scale, 0, open_low=True)
         check_int("model.hidden_size", self.hidden_size, 1)
         check_int("model.num_layers", self.num_layers, 1)
+        check_choice("model.arch", self.arch, ARCHS)
+        check_int("model.mlp_ratio", self.mlp_ratio, 0)
+        check_int("model.conv_kernel", self.conv_kernel, 0)
         if self.embedding_dim is not None:
             check_int("model.embedding_dim", self.embedding_dim, 1)
         check_number("model.dropout", self.dropout, 0, 1, open_high=True)
@@ -139,6 +152,12 @@ class ModelConfig:
                 "it with the output layer, whose gradient is dense; set one of them to false."
             )
         self._refuse_what_does_not_apply()
+        if self.arch == "blocks" and self.embedding_size != self.hidden_size:
+            raise UserError(
+                f"model.arch=blocks adds every block's output to its input, so embedding_dim "
+                f"must be hidden_size, got {self.embedding_dim} and {self.hidden_size}; drop "
+                "embedding_dim."
+            )
         if self.cell in LINEAR and self.backend == "builtin":
             raise UserError(
                 f"model.cell={self.cell} has no torch.nn layer to run it; use "
@@ -165,6 +184,8 @@ class ModelConfig:
                 "model.recurrent_init=orthogonal or identity",
             ),
             "locked_dropout": (self.dropout > 0, "model.dropout above 0"),
+            "mlp_ratio": (self.arch == "blocks", "model.arch=blocks"),
+            "conv_kernel": (self.arch == "blocks", "model.arch=blocks"),
         }
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, (applied, needs) in applies.items():
@@ -218,9 +239,20 @@ class ModelConfig:
         )
 
     def recurrent_core(self) -> nn.Module:
-        """The layer stack of ``cell`` and ``backend``, its ``W_hh`` as ``recurrent_init`` says;
-        dropout acts only between its layers (the cores warn otherwise)."""
-        options: dict[str, Any] = {"dropout": self.dropout if self.num_layers > 1 else 0.0}
+        """The core ``arch`` says: ``num_layers`` stacked layers of the cell (dropout between
+        them), or ``num_layers`` residual blocks each with a one-layer cell as its mixer."""
+        if self.arch == "blocks":
+            width = self.hidden_size
+            return Blocks(
+                lambda: self.cell_layers(width, 1), width, self.num_layers, self.mlp_ratio,
+                self.conv_kernel, self.dropout,
+            )  # fmt: skip
+        return self.cell_layers(self.embedding_size, self.num_layers)
+
+    def cell_layers(self, input_size: int, num_layers: int) -> nn.Module:
+        """``num_layers`` layers of ``cell`` on ``backend``, ``W_hh`` as ``recurrent_init``
+        says; dropout acts only between its layers (the cores warn otherwise)."""
+        options: dict[str, Any] = {"dropout": self.dropout if num_layers > 1 else 0.0}
         if self.cell == "rnn":
             options["nonlinearity"] = self.nonlinearity
         if self.cell in LINEAR:
@@ -228,7 +260,7 @@ class ModelConfig:
         if self.backend == "custom":
             options["bptt"] = self.bptt
         layers = CORES[self.cell][self.backend]
-        core = layers(self.embedding_size, self.hidden_size, self.num_layers, **options)
+        core = layers(input_size, self.hidden_size, num_layers, **options)
         init_recurrent(core, self.recurrent_init, self.recurrent_init_scale)
         return core
 
