@@ -238,10 +238,19 @@ def test_groups_differ_in_any_setting_but_seed_backend_and_where_files_go(
         for g in groups
     ] == [(16, 2, 2, 1), (32, 2, 1, 1), (16, 5, 0, 1)]
     header = (copy / "comparison_groups.csv").read_text().splitlines()[0]
-    assert header.startswith("cell,hidden_size,seq_len,lr,trainer.max_epochs,builtin_runs,")
+    assert header.startswith("arch,cell,hidden_size,seq_len,lr,trainer.max_epochs,builtin_runs,")
     assert "| runs builtin/custom |" in (copy / "comparison.md").read_text()
     means, _ = bar_heights(groups, "builtin")  # no builtin run at 5 epochs: no bar, not a 0 one
     assert means[0] > 0 and math.isnan(means[2])
+
+
+def test_runs_group_by_arch_then_cell(sweep: Path, tmp_path: Path):
+    """A blocks run of the same cell is a group of its own; runs from before model.arch are
+    stacks."""
+    copy = copy_sweep(sweep, tmp_path / "sweep")
+    copy_run(job(copy, "custom", 16), copy / "blocks", {"model.arch": "blocks"})
+    groups = {(g["arch"], g["cell"], g["hidden_size"]) for g in compare([copy])["groups"]}
+    assert groups == {("stack", "rnn", 16), ("stack", "rnn", 32), ("blocks", "rnn", 16)}
 
 
 def test_runs_group_by_cell_with_custom_over_builtin_per_cell(sweep: Path, tmp_path: Path):

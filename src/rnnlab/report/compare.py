@@ -35,7 +35,7 @@ from rnnlab.report.runs import SHOWN, find_runs, read_curves, read_run
 from rnnlab.report.tables import RUN_COLUMNS, cell, csv_text, markdown_table, run_row, run_rows
 
 #: the columns every group shows (by their short names) besides the settings that vary
-GROUP_SHOWN = ("cell", "hidden_size", "seq_len", "lr")
+GROUP_SHOWN = ("arch", "cell", "hidden_size", "seq_len", "lr")
 
 #: the per-backend numbers of a group: (column, run column)
 GROUP_METRICS = (

@@ -20,7 +20,13 @@ from rnnlab.report.tables import REACH_TAG, cell
 
 COLOURS = {"builtin": "tab:blue", "custom": "tab:orange"}
 #: with several cells in one report, a colour per cell (and the backend by line style)
-CELL_COLOURS = {"rnn": "tab:blue", "gru": "tab:green", "lstm": "tab:red"}
+CELL_COLOURS = {
+    "rnn": "tab:blue",
+    "gru": "tab:green",
+    "lstm": "tab:red",
+    "mingru": "tab:olive",
+    "minlstm": "tab:purple",
+}
 #: custom dashed over builtin solid: where the backends agree, both lines stay visible
 STYLES = {"builtin": "-", "custom": "--"}
 #: (name, TensorBoard tag, x axis, y label): the curves plotted one line per run

@@ -26,6 +26,7 @@ from rnnlab.errors import UserError
 #: The hyperparameters every table shows, whether they vary or not, by the config key each
 #: stands for (metrics.json's ``hparams`` names them alike, for a run without config.yaml).
 SHOWN = {
+    "arch": "model.arch",
     "cell": "model.cell",
     "backend": "model.backend",
     "hidden_size": "model.hidden_size",
@@ -196,13 +197,18 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return {**run, **outcome}
 
 
+def shown(values: dict[str, Any]) -> dict[str, Any]:
+    """The shown settings, a run from before ``model.arch`` existed being a stack."""
+    return {**values, "arch": values.get("arch") or "stack"}
+
+
 def read_run_files(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     """:func:`read_run`'s work; fills ``run`` as it goes: an unreadable run keeps what was read."""
     run["overrides"] = parse_file(run_dir / ".hydra/overrides.yaml", yaml.safe_load) or []
     config = read_config(run_dir)
     if config is not None:
         flat = flatten(config)
-        run["shown"] = {name: flat.get(key) for name, key in SHOWN.items()}
+        run["shown"] = shown({name: flat.get(key) for name, key in SHOWN.items()})
         run["settings"] = run_settings(config)
     error = parse_file(run_dir / "error.txt", str.strip)
     if error is not None:
@@ -212,7 +218,7 @@ def read_run_files(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
         return {"status": "running or killed"}
     if config is None:  # no config.yaml: its recorded hyperparameters are all there is
         hparams = metrics["hparams"]
-        run["shown"] = {name: hparams.get(name) for name in SHOWN}
+        run["shown"] = shown({name: hparams.get(name) for name in SHOWN})
         run["settings"] = {k: v for k, v in hparams.items() if k not in ("backend", "seed")}
     return {"status": "done", "metrics": metrics}
 
