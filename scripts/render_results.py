@@ -127,7 +127,8 @@ def machine_text(machine: Any) -> str:
     if machine.get("cores"):
         parts.append(f"{machine['cores']} cores")
     if machine.get("torch_threads"):
-        parts.append(f"{machine['torch_threads']} torch threads")
+        threads = machine["torch_threads"]
+        parts.append(f"{threads} torch thread{'s' if threads != 1 else ''}")
     if machine.get("gpu"):
         parts.append(str(machine["gpu"]))
     parts += [f"{k} {machine[k]}" for k in ("torch", "lightning", "rnnlab") if machine.get(k)]
@@ -272,6 +273,18 @@ def finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+#: the decimals a run's figure is recorded with (the rest is noise between two seeds)
+PLACES = {"loss": 4, "bpc": 4, "ppl": 2, "tokens_per_sec": 0, "wall_seconds": 1}
+
+
+def recorded(key: str, value: Any) -> Any:
+    """``value`` as the record keeps it: finite, and rounded as :data:`PLACES` says."""
+    value = finite(value)
+    if not isinstance(value, float) or key not in PLACES:
+        return value
+    return round(value) if PLACES[key] == 0 else round(value, PLACES[key])
+
+
 def top_level(config_yaml: Path) -> dict[str, str]:
     """The unindented ``key: value`` lines of a run's config.yaml (no YAML parser needed)."""
     found = {}
@@ -297,18 +310,25 @@ def run_from(run_dir: Path) -> tuple[dict[str, Any], str]:
     config = top_level(run_dir / "config.yaml")
     run: dict[str, Any] = {"seed": metrics["hparams"].get("seed", config.get("seed"))}
     for split in ("val", "best_val", "test"):
-        values = {k: finite(v) for k, v in (metrics.get(split) or {}).items()}
+        values = {k: recorded(k, v) for k, v in (metrics.get(split) or {}).items()}
         if any(v is not None for v in values.values()):
             run[split] = values
     for key in ("tokens_per_sec", "train_tokens", "epochs", "steps", "wall_seconds", "num_params"):
         if key in metrics:
-            run[key] = finite(metrics[key])
+            run[key] = recorded(key, metrics[key])
     if metrics.get("val_curve"):  # val loss after each validation, in order
         run["val_curve"] = [finite(point["loss"]) for point in metrics["val_curve"]]
     run["machine"] = metrics.get("machine")
     task = config.get("task_name", "train")
     command = " ".join(["rnnlab-train", *overrides(run_dir)])
     return run, command if task in ("train", "") else f"{command}  # task {task}"
+
+
+def in_unit(loss: float | None, unit: str) -> float | None:
+    """A val loss (nats per token) as ``unit`` says: ppl, bpc or the loss itself."""
+    if loss is None or unit == "loss":
+        return loss
+    return round(math.exp(loss), 2) if unit == "ppl" else round(loss / math.log(2), 4)
 
 
 def add(run_dir: Path, name: str, metric: str | None, folder: Path = RECORDS) -> Path:
@@ -323,6 +343,8 @@ def add(run_dir: Path, name: str, metric: str | None, folder: Path = RECORDS) ->
     split_name = metric.split("/") if metric else old.get("metric")
     if not split_name:
         split_name = ["test", "ppl"] if "test" in run else ["val", "loss"]
+    if run.get("val_curve"):  # in the headline's unit, as the transcribed curves are
+        run["val_curve"] = [in_unit(loss, split_name[1]) for loss in run["val_curve"]]
     record = {
         "title": old.get("title", name),
         "section": old.get("section", "runs"),

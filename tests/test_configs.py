@@ -105,8 +105,12 @@ def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_
     assert "\n# units of each recurrent layer (H)\nhidden_size: 256\n" in text
     preset = compose_train(["experiment=word_rnn"], output_dir=tmp_path).model
     assert ModelConfig.from_settings(preset) == ModelConfig(
-        output="adaptive", tie_weights=True, hidden_size=512, dropout=0.25
+        output="auto", tie_weights=True, hidden_size=512, dropout=0.25
     )
+    # WikiText-2's 33,278 types get the adaptive softmax, a 10k cut the full one
+    resolved = ModelConfig.from_settings(preset)
+    assert resolved.for_vocab(33_278).output == "adaptive"
+    assert resolved.for_vocab(10_000).output == "softmax"
 
 
 def test_the_shakespeare_presets_are_the_runs_the_readme_measured(tmp_path: Path):
