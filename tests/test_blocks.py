@@ -6,6 +6,8 @@ import torch
 
 from rnnlab.errors import UserError
 from rnnlab.nn.cores import detached
+from rnnlab.nn.dynamics import trace
+from rnnlab.nn.export import ChunkLM
 from rnnlab.nn.lm import RNNLM, ModelConfig
 from tests.conftest import CELL_BACKENDS
 
@@ -101,12 +103,25 @@ def test_a_bad_blocks_setting_is_one_sentence(settings: dict, message: str):
         ModelConfig(**settings)
 
 
-def test_the_probes_and_the_export_refuse_blocks_in_one_sentence():
-    from rnnlab.nn.dynamics import trace
-    from rnnlab.nn.export import ChunkLM
+@pytest.mark.parametrize(("cell", "backend"), CELL_BACKENDS)
+@pytest.mark.parametrize("conv_kernel", [0, 3])
+def test_the_probes_unroll_blocks_to_the_models_own_numbers(
+    cell: str, backend: str, conv_kernel: int
+):
+    """The trace runs each block's mixer step by step and the rest of the block around it:
+    its log-probabilities are the model's, and it leaves the model in training mode."""
+    net = blocks_model(cell, backend, conv_kernel=conv_kernel, dropout=0.3).double()
+    tokens = torch.randint(VOCAB, (2, 9), generator=torch.Generator().manual_seed(4))
+    tr = trace(net, tokens)
+    assert net.training
+    net.eval()
+    with torch.no_grad():
+        logits, _ = net(tokens)
+    expected = torch.log_softmax(logits, -1)
+    assert float((tr.log_probs.detach() - expected).abs().max()) <= 1e-12
+    assert len(tr.states) == 2 and len(tr.states[0]) == 9 + 1
 
-    net = blocks_model("gru", "builtin")
-    with pytest.raises(UserError, match="model.arch=blocks cannot be probed"):
-        trace(net, torch.zeros(1, 3, dtype=torch.long))
-    with pytest.raises(UserError, match="model.arch=blocks cannot be exported"):
-        ChunkLM(net)
+
+def test_the_export_refuses_blocks_in_one_sentence():
+    with pytest.raises(UserError, match="model.arch=blocks cannot be exported yet"):
+        ChunkLM(blocks_model("gru", "builtin"))

@@ -30,6 +30,20 @@ def events(directory: Path) -> EventAccumulator:
     return accumulator
 
 
+def test_a_blocks_run_of_a_linear_cell_logs_its_decays(tiny_corpus: Path, tmp_path: Path):
+    """Residual blocks of minGRU: each block's mixer is a layer of the probes, and its
+    spectrum entry is the spread of a_t (no W_hh)."""
+    overrides = [f"data.path={tiny_corpus}", *RUN, "model.arch=blocks", "model.cell=mingru"]
+    overrides += ["model.backend=custom", "model.conv_kernel=2"]
+    train(compose_train(overrides, output_dir=tmp_path))
+    scalars = set(events(tmp_path / "tensorboard").Tags()[SCALARS])
+    for k in (0, 1):
+        expected = {f"dynamics/reach/l{k}", f"dynamics/jacobian_norm/l{k}"}
+        expected |= {f"dynamics/spectrum/l{k}/a/{what}" for what in ("mean", "above_0.99")}
+        expected |= {f"dynamics/saturation/l{k}/{name}" for name in ("z", "a")}
+        assert expected <= scalars, expected - scalars
+
+
 @pytest.mark.parametrize(("cell", "backend"), [("rnn", "custom"), ("lstm", "builtin")])
 def test_a_run_logs_every_probe_after_each_validation(
     cell: str, backend: str, tiny_corpus: Path, tmp_path: Path

@@ -70,16 +70,24 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, state: BlockState | None) -> tuple[Tensor, BlockState]:
-        mixer_state = None if state is None else state[0]
+        u, past = self.mixer_input(x, None if state is None else state[-1])
+        mixed, mixer_state = self.mixer(u, None if state is None else state[0])
+        return self.after_mixer(x, mixed), (mixer_state,) if past is None else (mixer_state, past)
+
+    def mixer_input(self, x: Tensor, past: Any = None) -> tuple[Tensor, Tensor | None]:
+        """``u = LN_1(x)``, through the convolution if there is one (``past``: its memory,
+        ignored without one), and the convolution's memory after it."""
         u = self.norm_mixer(x)
-        new_past = None
-        if self.conv is not None:
-            u, new_past = self.conv(u, None if state is None else state[1])
-        mixed, mixer_state = self.mixer(u, mixer_state)
+        if self.conv is None:
+            return u, None
+        return self.conv(u, past)
+
+    def after_mixer(self, x: Tensor, mixed: Tensor) -> Tensor:
+        """The two residual additions around the MLP, given the mixer's output."""
         x = x + self.dropout(mixed)
         if self.mlp is not None and self.norm_mlp is not None:
             x = x + self.dropout(self.mlp(self.norm_mlp(x)))
-        return x, (mixer_state,) if new_past is None else (mixer_state, new_past)
+        return x
 
 
 class Blocks(nn.Module):

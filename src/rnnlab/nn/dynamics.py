@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp
 
-from rnnlab.errors import UserError
+from rnnlab.nn.blocks import Blocks
 from rnnlab.nn.cores import GATES, LINEAR, PAIRED_STATE, State, cell_functions, layer_weights
 from rnnlab.nn.lm import RNNLM
 
@@ -97,24 +97,31 @@ def zero_state(model: RNNLM, batch: int, like: Tensor) -> State:
     return h
 
 
-def refuse_blocks(model: RNNLM, what: str) -> None:
-    """Step-by-step code reads a stacked core's layers; residual blocks are not read yet."""
-    if model.config.arch == "blocks":
-        raise UserError(
-            f"a model with model.arch=blocks cannot be {what} yet: it unrolls stacked cores "
-            "only; use a model.arch=stack model."
-        )
-
-
 def trace(model: RNNLM, tokens: Tensor) -> Trace:
-    """Unroll ``model`` over ``tokens`` ``(B, T)`` from a zero state, keeping every step."""
-    refuse_blocks(model, "probed (callbacks=dynamics, rnnlab-inspect)")
+    """Unroll ``model`` over ``tokens`` ``(B, T)`` from a zero state, keeping every step.
+
+    In residual blocks each layer is a block's mixer: its input is the block's ``LN_1``
+    (and convolution) of the stream, and its output rejoins the stream through the block's
+    residual additions and MLP, which act on each step alone.
+    """
+    training = model.training
+    model.eval()  # the blocks' dropout: the probes read the deterministic dynamics
+    try:
+        return unrolled(model, tokens)
+    finally:
+        model.train(training)
+
+
+def unrolled(model: RNNLM, tokens: Tensor) -> Trace:
+    """:func:`trace`'s work, on a model in eval mode."""
     project, step = cell_functions(model.config.cell, model.config.nonlinearity)
+    blocks = model.rnn.blocks if isinstance(model.rnn, Blocks) else None
     x = model.embed(tokens.t())  # (T, B, E)
     projections, states, activations = [], [], []
-    for layer in range(model.config.num_layers):
-        weights = layer_weights(model.rnn, layer)
-        a = project(x, weights)  # (T, B, G*H)
+    for layer, (core, index) in enumerate(model.recurrent_layers()):
+        weights = layer_weights(core, index)
+        u = x if blocks is None else blocks[layer].mixer_input(x)[0]
+        a = project(u, weights)  # (T, B, G*H)
         state, layer_states, layer_acts = zero_state(model, x.shape[1], x), [], []
         layer_states.append(state)
         for a_t in a.unbind(0):
@@ -124,7 +131,10 @@ def trace(model: RNNLM, tokens: Tensor) -> Trace:
         projections.append(a)
         states.append(layer_states)
         activations.append({k: torch.stack([s[k] for s in layer_acts]) for k in layer_acts[0]})
-        x = torch.stack([hidden_of(s) for s in layer_states[1:]])  # (T, B, H): next layer's input
+        h = torch.stack([hidden_of(s) for s in layer_states[1:]])  # (T, B, H)
+        x = h if blocks is None else blocks[layer].after_mixer(x, h)
+    if blocks is not None:
+        x = model.rnn.norm(x)
     return Trace(projections, states, activations, model.log_probs(x.transpose(0, 1)))
 
 
@@ -164,8 +174,8 @@ def recurrent_spectrum(model: RNNLM, tr: Trace) -> list[dict[str, dict[str, floa
     hidden, names = model.config.hidden_size, GATES[model.config.cell]
     spectra = []
     with torch.no_grad():
-        for layer in range(model.config.num_layers):
-            blocks = layer_weights(model.rnn, layer)[1].split(hidden)
+        for core, index in model.recurrent_layers():
+            blocks = layer_weights(core, index)[1].split(hidden)
             spectra.append(
                 {
                     name: {
@@ -191,7 +201,8 @@ def step_jacobian_norm(model: RNNLM, tr: Trace, iterations: int = 20, seed: int 
     generator = torch.Generator().manual_seed(seed)
     norms = []
     for layer, a in enumerate(tr.projections):
-        weights = tuple(None if w is None else w.detach() for w in layer_weights(model.rnn, layer))
+        core, index = model.recurrent_layers()[layer]
+        weights = tuple(None if w is None else w.detach() for w in layer_weights(core, index))
         a_flat = a.detach().reshape(-1, a.shape[-1])  # (T*B, G*H)
         previous = torch.stack([flat_state(s) for s in tr.states[layer][:-1]])
         s = previous.detach().reshape(a_flat.shape[0], -1)  # (T*B, H), or (T*B, 2H) for (h, c)

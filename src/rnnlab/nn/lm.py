@@ -297,6 +297,14 @@ class RNNLM(nn.Module):
     def backend(self) -> str:
         return self.config.backend
 
+    def recurrent_layers(self) -> list[tuple[nn.Module, int]]:
+        """Each recurrent layer, bottom up, as the module holding its weights and its index
+        there: the stacked core's layers, or each residual block's one-layer mixer. What code
+        that reads the cells layer by layer (the probes) asks of the architecture."""
+        if isinstance(self.rnn, Blocks):
+            return [(block.mixer, 0) for block in self.rnn.blocks]
+        return [(self.rnn, layer) for layer in range(self.config.num_layers)]
+
     def init_weights(self, scale: float = 0.1) -> None:
         """Embedding and decoder uniform in [-0.1, 0.1], decoder bias zero (as the PyTorch
         word_language_model example): nn.Embedding's N(0, 1) makes a tied decoder start with

@@ -73,12 +73,6 @@ class DynamicsMonitor(L.Callback):
         datamodule = trainer.datamodule
         if stage != "fit" or datamodule is None or not datamodule.has_split("val"):
             return
-        if pl_module.net.config.arch == "blocks":
-            rank_zero_warn(
-                "callbacks=dynamics probes stacked cores only; this blocks model "
-                "trains without the probes."
-            )
-            return
         rows = batchify(datamodule.ids["val"], self.batch_size)
         if rows.shape[1] < self.window + 1:
             rank_zero_warn(
