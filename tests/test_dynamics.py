@@ -166,7 +166,7 @@ def test_a_linear_cells_gradient_through_time_is_the_product_of_its_decays(cell:
         "above_0.99": float((decays > 0.99).double().mean()),
     }
     exact = decays.amax(dim=2).mean()
-    assert step_jacobian_norm(net, tr, iterations=2000) == pytest.approx([float(exact)], rel=1e-5)
+    assert step_jacobian_norm(net, tr, iterations=500) == pytest.approx([float(exact)], rel=1e-4)
 
 
 def test_reach_is_capped_at_the_window():
