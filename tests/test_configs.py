@@ -111,6 +111,15 @@ def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_
     resolved = ModelConfig.from_settings(preset)
     assert resolved.for_vocab(33_278).output == "adaptive"
     assert resolved.for_vocab(10_000).output == "softmax"
+    rnn = compose_train(["experiment=word_rnn"], output_dir=tmp_path).model.optimizer
+    assert (rnn._target_, rnn.weight_decay) == ("torch.optim.AdamW", 0.1)
+    # the LSTM preset keeps the optimizer its rows were measured with
+    lstm = compose_train(["experiment=word_lstm"], output_dir=tmp_path).model
+    assert (lstm.optimizer._target_, lstm.optimizer.weight_decay, lstm.cell) == (
+        "torch.optim.Adam",
+        0.0,
+        "lstm",
+    )
 
 
 def test_the_shakespeare_presets_are_the_runs_the_readme_measured(tmp_path: Path):
