@@ -70,13 +70,15 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, state: BlockState | None) -> tuple[Tensor, BlockState]:
-        u, past = self.mixer_input(x, None if state is None else state[-1])
-        mixed, mixer_state = self.mixer(u, None if state is None else state[0])
-        return self.after_mixer(x, mixed), (mixer_state,) if past is None else (mixer_state, past)
+        mixer_state, past = (None, None) if state is None else (state[0], state[1:])
+        u, memory = self.mixer_input(x, past[0] if past else None)
+        mixed, mixer_state = self.mixer(u, mixer_state)
+        new_state = (mixer_state,) if memory is None else (mixer_state, memory)
+        return self.after_mixer(x, mixed), new_state
 
-    def mixer_input(self, x: Tensor, past: Any = None) -> tuple[Tensor, Tensor | None]:
+    def mixer_input(self, x: Tensor, past: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``u = LN_1(x)``, through the convolution if there is one (``past``: its memory,
-        ignored without one), and the convolution's memory after it."""
+        None at the start), and the convolution's memory after it."""
         u = self.norm_mixer(x)
         if self.conv is None:
             return u, None

@@ -38,9 +38,9 @@ GATES = {
 }
 #: the cells linear in their state, ``h_t = a_t * h_{t-1} + b_t``: no W_hh, a scan option,
 #: and a step Jacobian that is ``diag(a_t)`` (their step functions name ``a``)
-LINEAR = frozenset({"mingru", "minlstm"})
+LINEAR = frozenset(cell for cell, cores in CORES.items() if not cores["custom"].recurrent)
 #: the cells whose state is a pair ``(h, c)``
-PAIRED_STATE = frozenset({"lstm"})
+PAIRED_STATE = frozenset(cell for cell, cores in CORES.items() if cores["custom"].state_size == 2)
 #: the Elman cell's choices of ``phi``
 NONLINEARITIES = rnn.NONLINEARITIES
 

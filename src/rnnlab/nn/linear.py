@@ -106,7 +106,7 @@ class LinearStack(RecurrentStack):
 
     recurrent = False
     #: the cell's gate math, :class:`Gates`
-    math: ClassVar[Any]
+    math: ClassVar[Gates]
 
     def __init__(self, *args: Any, scan: str = "sequential", **kwargs: Any) -> None:
         if scan not in SCANS:
