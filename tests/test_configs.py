@@ -123,8 +123,9 @@ def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_
 
 
 def test_the_shakespeare_presets_are_the_runs_the_readme_measured(tmp_path: Path):
-    """The tanh preset is two layers over a 29-minute budget; the LSTM preset keeps the
-    settings its README row was measured with, not whatever the tanh preset becomes."""
+    """The tanh preset is two layers over a 29-minute budget, half of it held at the first
+    rate; the LSTM preset keeps the settings its record was measured with (the plateau
+    rule), not whatever the tanh preset becomes."""
     tanh = compose_train(["experiment=shakespeare_char"], output_dir=tmp_path)
     assert ModelConfig.from_settings(tanh.model) == ModelConfig(
         hidden_size=512, num_layers=2, dropout=0.25
@@ -136,9 +137,11 @@ def test_the_shakespeare_presets_are_the_runs_the_readme_measured(tmp_path: Path
         cell="lstm", hidden_size=512, num_layers=1, dropout=0.25
     )
     assert (lstm.data.batch_size, lstm.trainer.max_time) == (64, "00:00:43:00")
+    assert tanh.model.scheduler._target_.endswith("BudgetDecay")
+    assert (tanh.model.scheduler.shape, tanh.model.scheduler.hold) == ("linear", 0.5)
+    assert lstm.model.scheduler._target_.endswith("ReduceLROnPlateau")
     for cfg in (tanh, lstm):
-        assert cfg.model.scheduler._target_.endswith("ReduceLROnPlateau")
-        assert cfg.data.split == [0.9, 0.1, 0.0]
+        assert (cfg.data.seq_len, cfg.data.split) == (100, [0.9, 0.1, 0.0])
 
 
 def test_wikitext2_word_is_an_alias_of_word_rnn(tmp_path: Path):
