@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml
 train: setup
 	$(VENV)/bin/rnnlab-train $(ARGS)
 
+# Two pytest workers (pytest-xdist), each given whole files so that a file's module fixtures
+# are built once; TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir logs

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rnnlab.cli.export import quiet_exporter
-from rnnlab.nn.export import export_program, onnx_bytes, state_kind
+from rnnlab.nn.export import export_program, onnx_bytes
 from rnnlab.nn.lm import RNNLM, ModelConfig
 from rnnlab.nn.sampling import generate
 from rnnlab.training.module import RNNLMModule
@@ -55,10 +55,9 @@ def timed(fn):
 
 
 def measure(net: RNNLM, tokens: int, repeats: int) -> dict[str, float]:
-    kind = state_kind(net)
     with quiet_exporter():
         pt2_s, program = timed(lambda: export_program(net))
-        onnx_s, model = timed(lambda: onnx_bytes(program, kind))
+        onnx_s, model = timed(lambda: onnx_bytes(program, net))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.onnx").write_bytes(model)
         session = onnxruntime.InferenceSession(str(Path(tmp) / "model.onnx"))

@@ -6,7 +6,8 @@
 No torch and no rnnlab: copy this file beside the three exported files (model.onnx,
 vocab.json, manifest.json) and run it wherever onnxruntime runs. It checks both files
 against the SHA-256 in the manifest, runs the prompt through the model in one call, then
-one token per call, feeding each call's state (``h``, and ``c`` for an LSTM) to the next.
+one token per call, feeding each call's state (``h``, ``c`` for an LSTM, ``m`` for blocks
+with a convolution: the manifest's ``state_shapes``) to the next.
 
 The tokenization is rnnlab's (``rnnlab.data.vocab``), written out again because this file
 may not import it; a test holds the two to the same text. Sampling draws from numpy's
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MANIFEST_FILE, MANIFEST_KIND, MANIFEST_VERSION = "manifest.json", "rnnlab-export", 1
+MANIFEST_FILE, MANIFEST_KIND, MANIFEST_VERSION = "manifest.json", "rnnlab-export", 2
 
 try:
     import numpy as np
@@ -208,8 +209,10 @@ def generate(
 ) -> list[int]:
     """``num_tokens`` ids continuing ``ids``, the state carried from call to call."""
     manifest = exported.manifest
-    shape = (manifest["num_layers"], 1, manifest["hidden_size"])
-    state = [np.zeros(shape, np.float32) for _ in manifest["inputs"][1:]]
+    state = [
+        np.zeros([1 if size == "batch" else size for size in shape], np.float32)
+        for shape in manifest["state_shapes"].values()
+    ]
     rng = np.random.default_rng(seed)
     tokens = np.array([ids], np.int64)
     out: list[int] = []

@@ -7,7 +7,6 @@ import torch
 from rnnlab.errors import UserError
 from rnnlab.nn.cores import detached
 from rnnlab.nn.dynamics import trace
-from rnnlab.nn.export import ChunkLM
 from rnnlab.nn.lm import RNNLM, ModelConfig
 from tests.conftest import CELL_BACKENDS
 
@@ -120,8 +119,3 @@ def test_the_probes_unroll_blocks_to_the_models_own_numbers(
     expected = torch.log_softmax(logits, -1)
     assert float((tr.log_probs.detach() - expected).abs().max()) <= 1e-12
     assert len(tr.states) == 2 and len(tr.states[0]) == 9 + 1
-
-
-def test_the_export_refuses_blocks_in_one_sentence():
-    with pytest.raises(UserError, match="model.arch=blocks cannot be exported yet"):
-        ChunkLM(blocks_model("gru", "builtin"))

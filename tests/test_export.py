@@ -19,12 +19,12 @@ from rnnlab.cli.export import sha256
 from rnnlab.cli.sample import samples
 from rnnlab.cli.train import train
 from rnnlab.nn.export import (
-    INPUTS,
     ChunkLM,
     export_program,
+    input_names,
     onnx_bytes,
     reference_outputs,
-    state_kind,
+    state_shapes,
 )
 from rnnlab.nn.lm import RNNLM, ModelConfig
 from rnnlab.training.module import RNNLMModule
@@ -42,19 +42,28 @@ HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnx
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="the export extra is not installed")
 FORMATS = ["pt2", pytest.param("onnx", marks=needs_onnx)]
 VOCAB = 23
-#: every cell, backend and output once, the LSTM on both backends, one with two layers,
-#: and both kinds of tied embeddings (cell, backend, output, layers, tie_weights)
+#: each classic cell, backend and output once, the LSTM on both backends, two layers, both
+#: kinds of tied embeddings, and residual blocks with a convolution, whose state is all
+#: three of h, c and m (cell, backend, output, layers, tie_weights, arch)
 MODELS = [
-    ("rnn", "builtin", "softmax", 1, True),
-    ("gru", "custom", "adaptive", 1, False),
-    ("lstm", "builtin", "adaptive", 2, True),
-    ("lstm", "custom", "softmax", 1, False),
+    ("rnn", "builtin", "softmax", 1, True, "stack"),
+    ("gru", "custom", "adaptive", 1, False, "stack"),
+    ("lstm", "builtin", "adaptive", 2, True, "stack"),
+    ("lstm", "custom", "softmax", 2, False, "blocks"),
 ]
+#: what a blocks model has besides its mixer: an MLP, and a convolution that the state carries
+BLOCKS = {"mlp_ratio": 2, "conv_kernel": 3}
 Run = Callable[..., list[torch.Tensor]]
 
 
 def model(
-    cell: str, backend: str, output: str, layers: int, tie: bool = False, dtype=torch.float32
+    cell: str,
+    backend: str,
+    output: str,
+    layers: int,
+    tie: bool = False,
+    arch: str = "stack",
+    dtype=torch.float32,
 ) -> RNNLM:
     torch.manual_seed(0)
     config = ModelConfig(
@@ -64,7 +73,9 @@ def model(
         num_layers=layers,
         hidden_size=12,
         tie_weights=tie,
+        arch=arch,
         **({"cutoffs": (5, 11), "div_value": 2.0} if output == "adaptive" else {}),
+        **(BLOCKS if arch == "blocks" else {}),
     )
     return RNNLM(VOCAB, config).to(dtype).eval()
 
@@ -72,11 +83,8 @@ def model(
 def inputs(net: RNNLM, batch: int, steps: int, seed: int = 1, dtype=torch.float32) -> list:
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(VOCAB, (batch, steps), generator=generator)
-    shape = (net.config.num_layers, batch, net.config.hidden_size)
-    state = [
-        torch.randn(shape, generator=generator, dtype=dtype) for _ in INPUTS[state_kind(net)][1:]
-    ]
-    return [tokens, *state]
+    shapes = state_shapes(net, batch).values()
+    return [tokens, *(torch.randn(shape, generator=generator, dtype=dtype) for shape in shapes)]
 
 
 @dataclasses.dataclass
@@ -97,8 +105,8 @@ def exported(request, tmp_path_factory) -> Exported:
     if HAS_ONNX:
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(onnx_bytes(program, state_kind(net)))
-        names = INPUTS[state_kind(net)]
+        session = onnxruntime.InferenceSession(onnx_bytes(program, net))
+        names = input_names(net)
 
         def run_onnx(*xs: torch.Tensor) -> list[torch.Tensor]:
             feeds = {n: x.numpy() for n, x in zip(names, xs, strict=True)}
@@ -140,9 +148,12 @@ def test_the_state_carried_across_two_calls_is_one_call_over_both(exported: Expo
 
 @pytest.mark.parametrize(("cell", "backend"), CELL_BACKENDS)
 @pytest.mark.parametrize("output", ["softmax", "adaptive"])
-def test_the_scan_over_time_is_the_model_itself_in_float64(cell: str, backend: str, output: str):
-    """What is exported, unexported: every cell, backend and output, to 1e-10."""
-    net = model(cell, backend, output, 2, tie=True, dtype=torch.float64)
+@pytest.mark.parametrize("arch", ["stack", "blocks"])
+def test_the_scan_over_time_is_the_model_itself_in_float64(
+    cell: str, backend: str, output: str, arch: str
+):
+    """What is exported, unexported: every cell, backend, output and arch, to 1e-10."""
+    net = model(cell, backend, output, 2, tie=True, arch=arch, dtype=torch.float64)
     xs = inputs(net, 3, 9, dtype=torch.float64)
     with torch.no_grad():
         assert largest_gap(list(ChunkLM(net)(*xs)), reference_outputs(net, *xs)) < 1e-10
@@ -168,10 +179,18 @@ def checkpoint(run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def word_run(tmp_path_factory) -> Path:
-    """A tiny word-level GRU: the generator's other tokenization, and another cell."""
+    """A tiny word-level GRU in residual blocks with a convolution: the generator's other
+    tokenization, another cell, and a state of two kinds (h and m)."""
     root = tmp_path_factory.mktemp("word")
     (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
-    overrides = [f"data.path={root / 'tiny.txt'}", "data.level=word", "model.cell=gru", *TINY_RUN]
+    blocks = ["model.arch=blocks", "model.num_layers=2", "model.conv_kernel=3"]
+    overrides = [
+        f"data.path={root / 'tiny.txt'}",
+        "data.level=word",
+        "model.cell=gru",
+        *blocks,
+        *TINY_RUN,
+    ]
     train(compose_train(overrides, output_dir=root / "run"))
     return root / "run"
 
@@ -213,6 +232,7 @@ def test_the_generator_prints_what_rnnlab_sample_prints(
     module = RNNLMModule.from_checkpoint(ckpt)
     assert (manifest["level"], manifest["vocab_size"]) == (level, len(module.vocab))
     assert manifest["cell"] == module.net.config.cell
+    assert list(manifest["state_shapes"]) == (["h", "m"] if level == "word" else ["h"])
 
     overrides = [f"ckpt_path={ckpt}", f"prompt='{prompt}'", "num_tokens=80", "greedy=true"]
     expected = samples(compose_train(overrides, name="sample"))[0]
@@ -302,7 +322,7 @@ def test_the_generator_refuses_corrupt_and_foreign_files_in_one_sentence(
 
     foreign = spoiled(onnx_dir, tmp_path / "2")  # another model, its hash written in
     net = model("lstm", "custom", "softmax", 1)
-    (foreign / "model.onnx").write_bytes(onnx_bytes(export_program(net), "hc"))
+    (foreign / "model.onnx").write_bytes(onnx_bytes(export_program(net), net))
     rewrite_manifest(foreign, model_sha256=sha256(foreign / "model.onnx"))
     assert "was not written by rnnlab-export" in refusal(foreign)
 

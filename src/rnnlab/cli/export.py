@@ -43,12 +43,12 @@ from rnnlab.cli.checks import check_option
 from rnnlab.data.vocab import CHAR_UNK, EOS, UNK, Vocab
 from rnnlab.errors import UserError
 from rnnlab.nn.export import (
-    INPUTS,
-    OUTPUTS,
     export_program,
+    input_names,
     onnx_bytes,
+    output_names,
     reference_outputs,
-    state_kind,
+    state_shapes,
 )
 from rnnlab.nn.lm import RNNLM
 from rnnlab.training.module import RNNLMModule
@@ -57,7 +57,7 @@ from rnnlab.training.module import RNNLMModule
 MODEL_FILES = {"onnx": "model.onnx", "pt2": "model.pt2"}
 VOCAB_FILE, MANIFEST_FILE = "vocab.json", "manifest.json"
 #: what marks a manifest as rnnlab-export's, and the layout it follows
-MANIFEST_KIND, MANIFEST_VERSION = "rnnlab-export", 1
+MANIFEST_KIND, MANIFEST_VERSION = "rnnlab-export", 2
 #: the export extra; onnxruntime is needed only to verify or to run the model
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 #: the largest difference in log-probability or state ``verify`` lets through (float32)
@@ -88,7 +88,7 @@ def write_model(net: RNNLM, fmt: str, path: Path) -> None:
     try:
         with quiet_exporter():
             program = export_program(net)
-            onnx_model = onnx_bytes(program, state_kind(net)) if fmt == "onnx" else None
+            onnx_model = onnx_bytes(program, net) if fmt == "onnx" else None
     except UserError:
         raise
     except Exception as exc:  # the exporters' own errors run to pages; their first line says why
@@ -126,8 +126,7 @@ def quiet_exporter() -> Iterator[None]:
 
 def manifest(net: RNNLM, vocab: Vocab, fmt: str, out: Path, ckpt_path: str) -> dict[str, Any]:
     """What a runner of the files needs to know, and what they must hash to."""
-    model_file, kind = MODEL_FILES[fmt], state_kind(net)
-    config = net.config
+    model_file, config = MODEL_FILES[fmt], net.config
     return {
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
@@ -148,9 +147,9 @@ def manifest(net: RNNLM, vocab: Vocab, fmt: str, out: Path, ckpt_path: str) -> d
         "cell": config.cell,
         "num_layers": config.num_layers,
         "hidden_size": config.hidden_size,
-        "inputs": list(INPUTS[kind]),
-        "outputs": list(OUTPUTS[kind]),
-        "state_shape": [config.num_layers, "batch", config.hidden_size],
+        "inputs": input_names(net),
+        "outputs": output_names(net),
+        "state_shapes": {name: list(shape) for name, shape in state_shapes(net, "batch").items()},
         "model": dataclasses.asdict(config),
         "checkpoint": str(ckpt_path),
         "rnnlab_version": rnnlab.__version__,
@@ -180,10 +179,9 @@ def largest_difference(net: RNNLM, run: Callable[..., list[torch.Tensor]]) -> fl
     """The largest gap between ``run``'s outputs and ``net``'s own (on its own backend) over
     a random chunk of 3 x 17 tokens from a random state."""
     generator = torch.Generator().manual_seed(0)
-    config = net.config
     tokens = torch.randint(net.vocab_size, (3, 17), generator=generator)
-    shape = (config.num_layers, 3, config.hidden_size)
-    state = [0.5 * torch.randn(shape, generator=generator) for _ in INPUTS[state_kind(net)][1:]]
+    shapes = state_shapes(net, 3).values()
+    state = [0.5 * torch.randn(shape, generator=generator) for shape in shapes]
     expected = reference_outputs(net, tokens, *state)
     got = run(tokens, *state)
     return max(float((a - b).abs().max()) for a, b in zip(expected, got, strict=True))
