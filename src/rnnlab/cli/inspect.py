@@ -77,6 +77,11 @@ def display_pieces(vocab: Vocab, ids: list[int], text: str) -> list[str]:
 def inspect(module: RNNLMModule, text: str, layer: int, allow_unknown: bool) -> Inspection:
     """Run ``module``'s model over ``text`` and read what inspection shows."""
     net, vocab = module.net, module.vocab
+    if net.window is not None:
+        raise UserError(
+            "rnnlab-inspect shows a recurrent layer's units, and an attention model "
+            "(model.cell=attention) has none; inspect a recurrent model."
+        )
     if not -1 <= layer < net.config.num_layers:
         raise UserError(
             f"layer must be -1 or 0 .. {net.config.num_layers - 1} "

@@ -150,7 +150,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print_config_tree(cfg)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomically(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    model = ModelConfig.from_settings(cfg.model)  # the one place the settings are built
+    # the one place the settings are built; attention samples over the training window
+    model = ModelConfig.from_settings(cfg.model).for_window(cfg.data.seq_len)
     check_train(cfg)
     if cfg.get("torch_threads"):  # parallel jobs on one machine must not oversubscribe its cores
         torch.set_num_threads(cfg.torch_threads)

@@ -110,6 +110,12 @@ class ChunkLM(nn.Module):
 
     def __init__(self, model: RNNLM) -> None:
         super().__init__()
+        if model.window is not None:
+            raise UserError(
+                "model.cell=attention cannot be exported: the export scans a recurrent cell's "
+                "steps with its state in the open, and attention reads a whole window; export "
+                "a recurrent model."
+            )
         self.model = model.eval()
 
     def forward(self, tokens: Tensor, *state: Tensor) -> tuple[Tensor, ...]:

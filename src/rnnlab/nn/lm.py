@@ -38,6 +38,7 @@ from torch import nn
 
 from rnnlab.errors import UserError, check_bool, check_choice, check_int, check_number
 from rnnlab.nn import BACKENDS
+from rnnlab.nn.attention import SelfAttention, default_heads
 from rnnlab.nn.blocks import Blocks
 from rnnlab.nn.cores import CORES, LINEAR, NONLINEARITIES, State
 from rnnlab.nn.init import RECURRENT_INITS, init_recurrent
@@ -45,6 +46,9 @@ from rnnlab.nn.scan import SCANS
 from rnnlab.nn.stack import BPTT_MODES
 
 OUTPUTS = ("softmax", "adaptive", "auto")
+#: what can mix a block's steps: the recurrent cells, and causal self-attention (blocks only)
+ATTENTION = "attention"
+MIXERS = (*CORES, ATTENTION)
 #: how the cells are arranged: stacked directly, or as mixers of residual blocks
 ARCHS = ("stack", "blocks")
 #: output=auto: the full softmax below this many types, the adaptive softmax from it on (a
@@ -71,7 +75,8 @@ class ModelConfig:
     vocabulary (the cutoffs) is checked by :meth:`for_vocab`.
     """
 
-    #: rnn (Elman) | gru | lstm | mingru | minlstm (linear in the state; custom backend only)
+    #: rnn (Elman) | gru | lstm | mingru | minlstm (linear in the state; custom backend only) |
+    #: attention (causal self-attention, arch=blocks only: see rnnlab.nn.attention)
     cell: str = "rnn"
     #: builtin (torch.nn's) | custom (rnnlab.nn's, hand-written BPTT)
     backend: str = "builtin"
@@ -93,6 +98,11 @@ class ModelConfig:
     mlp_ratio: int = 4
     #: blocks only: a causal depthwise convolution of this many steps before the mixer (0: none)
     conv_kernel: int = 0
+    #: attention only: its heads (None, null: heads of 64 units where hidden_size allows)
+    num_heads: int | None = None
+    #: attention only: the most recent tokens a sampled token attends over (None, null: the
+    #: training window, data.seq_len)
+    window: int | None = None
     #: rnn only: tanh | relu
     nonlinearity: str = "tanh"
     #: pytorch (the cores' own) | orthogonal | identity (the IRNN with relu): see rnnlab.nn.init
@@ -120,7 +130,7 @@ class ModelConfig:
     div_value: float = 4.0
 
     def __post_init__(self) -> None:
-        check_choice("model.cell", self.cell, tuple(CORES))
+        check_choice("model.cell", self.cell, MIXERS)
         check_choice("model.backend", self.backend, BACKENDS)
         check_choice("model.bptt", self.bptt, BPTT_MODES)
         check_choice("model.scan", self.scan, SCANS)
@@ -133,8 +143,9 @@ class ModelConfig:
         check_choice("model.arch", self.arch, ARCHS)
         check_int("model.mlp_ratio", self.mlp_ratio, 0)
         check_int("model.conv_kernel", self.conv_kernel, 0)
-        if self.embedding_dim is not None:
-            check_int("model.embedding_dim", self.embedding_dim, 1)
+        for name in ("embedding_dim", "num_heads", "window"):
+            if getattr(self, name) is not None:
+                check_int(f"model.{name}", getattr(self, name), 1)
         check_number("model.dropout", self.dropout, 0, 1, open_high=True)
         check_number("model.div_value", self.div_value, 0, open_low=True)
         for name in ("tie_weights", "locked_dropout", "sparse_embedding"):
@@ -158,16 +169,18 @@ class ModelConfig:
                 f"must be hidden_size, got {self.embedding_dim} and {self.hidden_size}; drop "
                 "embedding_dim."
             )
+        if self.cell == ATTENTION:
+            self._check_attention()
         if self.cell in LINEAR and self.backend == "builtin":
             raise UserError(
                 f"model.cell={self.cell} has no torch.nn layer to run it; use "
                 "model.backend=custom (rnnlab's, with its hand-written BPTT)."
             )
-        if self.cell in LINEAR and self.recurrent_init != "pytorch":
+        if (self.cell in LINEAR or self.cell == ATTENTION) and self.recurrent_init != "pytorch":
             raise UserError(
                 f"model.recurrent_init={self.recurrent_init} shapes W_hh, which "
-                f"model.cell={self.cell} does not have (its gates read the input alone); "
-                "drop it."
+                f"model.cell={self.cell} does not have (nothing in it reads the last state "
+                "through a matrix); drop it."
             )
 
     def _refuse_what_does_not_apply(self) -> None:
@@ -175,7 +188,10 @@ class ModelConfig:
         ``model.cell=lstm model.nonlinearity=relu`` would otherwise train a plain LSTM."""
         applies = {
             "nonlinearity": (self.cell == "rnn", "model.cell=rnn"),
-            "bptt": (self.backend == "custom", "model.backend=custom"),
+            "bptt": (
+                self.backend == "custom" and self.cell != ATTENTION,
+                "model.backend=custom and a recurrent cell",
+            ),
             "scan": (self.cell in LINEAR, "model.cell=mingru or minlstm"),
             "cutoffs": (self.output != "softmax", "model.output=adaptive or auto"),
             "div_value": (self.output != "softmax", "model.output=adaptive or auto"),
@@ -186,6 +202,8 @@ class ModelConfig:
             "locked_dropout": (self.dropout > 0, "model.dropout above 0"),
             "mlp_ratio": (self.arch == "blocks", "model.arch=blocks"),
             "conv_kernel": (self.arch == "blocks", "model.arch=blocks"),
+            "num_heads": (self.cell == ATTENTION, "model.cell=attention"),
+            "window": (self.cell == ATTENTION, "model.cell=attention"),
         }
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, (applied, needs) in applies.items():
@@ -196,6 +214,32 @@ class ModelConfig:
                     f"model.{name}={shown} has no effect here: it applies only with {needs}; "
                     f"drop it, or set {needs}."
                 )
+
+    def _check_attention(self) -> None:
+        """Attention mixes the steps of a residual block, in heads of an even size."""
+        if self.arch != "blocks":
+            raise UserError(
+                "model.cell=attention is a mixer of residual blocks, not a layer to stack; "
+                "set model.arch=blocks."
+            )
+        heads = self.heads
+        if self.hidden_size % heads or (self.hidden_size // heads) % 2:
+            raise UserError(
+                f"model.hidden_size={self.hidden_size} does not split into {heads} attention "
+                "heads of an even size (the rotary positions turn channels in pairs); choose "
+                "num_heads or hidden_size so that it does."
+            )
+
+    @property
+    def heads(self) -> int:
+        """Attention's heads: ``num_heads``, or the default for the width."""
+        return self.num_heads or default_heads(self.hidden_size)
+
+    def for_window(self, seq_len: int) -> ModelConfig:
+        """Attention's sampling window, if left to default: the training window ``seq_len``."""
+        if self.cell != ATTENTION or self.window is not None:
+            return self
+        return dataclasses.replace(self, window=seq_len)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ModelConfig:
@@ -251,7 +295,10 @@ class ModelConfig:
 
     def cell_layers(self, input_size: int, num_layers: int) -> nn.Module:
         """``num_layers`` layers of ``cell`` on ``backend``, ``W_hh`` as ``recurrent_init``
-        says; dropout acts only between its layers (the cores warn otherwise)."""
+        says; dropout acts only between its layers (the cores warn otherwise). Attention is
+        one layer, a block's mixer."""
+        if self.cell == ATTENTION:
+            return SelfAttention(self.hidden_size, self.heads, self.backend)
         options: dict[str, Any] = {"dropout": self.dropout if num_layers > 1 else 0.0}
         if self.cell == "rnn":
             options["nonlinearity"] = self.nonlinearity
@@ -296,6 +343,12 @@ class RNNLM(nn.Module):
     @property
     def backend(self) -> str:
         return self.config.backend
+
+    @property
+    def window(self) -> int | None:
+        """How many of the latest tokens a sampled token sees: attention's window; ``None``
+        for a recurrent core, whose state carries everything before."""
+        return self.config.window if self.config.cell == ATTENTION else None
 
     def recurrent_layers(self) -> list[tuple[nn.Module, int]]:
         """Each recurrent layer, bottom up, as the module holding its weights and its index

@@ -47,20 +47,28 @@ def generate(
     greedy: bool = False,
     seed: int = 0,
 ) -> list[int]:
-    """``num_tokens`` ids continuing ``ids``, carrying the hidden state token by token."""
+    """``num_tokens`` ids continuing ``ids``: a recurrent model carries its hidden state
+    token by token; a model with a ``window`` (attention) reads its latest ``window``
+    tokens again at every step, as it was trained to read a window."""
     if temperature <= 0:
         raise UserError(f"temperature must be above 0, got {temperature}; use greedy=true instead.")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    logits, hidden = model(torch.tensor([ids], device=device))
+    window: int | None = getattr(model, "window", None)
+    context = ids[-window:] if window else ids
+    logits, hidden = model(torch.tensor([context], device=device))
     out: list[int] = []
     for _ in range(num_tokens):
         last = logits[0, -1].float().cpu()
         token = int(last.argmax()) if greedy else next_token(last, temperature, top_k, generator)
         out.append(token)
-        logits, hidden = model(torch.tensor([[token]], device=device), hidden)
+        if window:
+            context = [*context, token][-window:]
+            logits, _ = model(torch.tensor([context], device=device))
+        else:
+            logits, hidden = model(torch.tensor([[token]], device=device), hidden)
     model.train(was_training)
     return out
 

@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -72,6 +72,12 @@ class DynamicsMonitor(L.Callback):
         """Cut the probe window from the validation stream (shorter if the stream is)."""
         datamodule = trainer.datamodule
         if stage != "fit" or datamodule is None or not datamodule.has_split("val"):
+            return
+        if pl_module.net.window is not None:
+            rank_zero_info(
+                "callbacks=dynamics probes recurrent layers, and an attention model has none: "
+                "it probes nothing in this run."
+            )
             return
         rows = batchify(datamodule.ids["val"], self.batch_size)
         if rows.shape[1] < self.window + 1:
