@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from rnnlab.errors import UserError
-from rnnlab.nn.attention import CausalAttention, SelfAttention, default_heads, rotate
+from rnnlab.nn.attention import (
+    CausalAttention,
+    SelfAttention,
+    default_heads,
+    key_value_cache,
+    rotate,
+)
 from rnnlab.nn.export import ChunkLM
 from rnnlab.nn.lm import RNNLM, ModelConfig
 from rnnlab.nn.sampling import generate
@@ -111,18 +117,46 @@ def test_a_token_reads_nothing_after_it(backend: str):
     assert float((before[:, 6:] - after[:, 6:]).abs().max()) > 1e-6
 
 
-def test_sampling_reads_the_latest_window_only(monkeypatch):
-    """Every step reads the latest ``window`` tokens, the prompt's and then its own: two
-    prompts that differ only before their last ``window`` tokens continue alike."""
-    net = attention_model(window=6)
-    tail = [3, 1, 4, 1, 5, 9]
-    same = [generate(net, [head, head, *tail], 15, greedy=True) for head in (2, 7)]
-    assert same[0] == same[1]
-    seen, forward = [], net.forward
-    monkeypatch.setattr(net, "forward", lambda t, h=None: seen.append(t[0].tolist()) or forward(t))
-    generated = generate(net, [2, 2, *tail], 15, greedy=True)
-    tokens = [2, 2, *tail, *generated]
-    assert seen == [tokens[n - 6 : n] for n in range(8, 8 + 16)]  # the prompt, then each token
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_a_window_fed_token_by_token_through_the_cache_is_the_window_at_once(backend: str):
+    net = attention_model(backend).double().eval()
+    tokens = torch.randint(VOCAB, (2, 9), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad(), key_value_cache(net):
+        whole, _ = net(tokens)
+        first, state = net(tokens[:, :4])
+        steps = [first]
+        for t in range(4, 9):
+            logits, state = net(tokens[:, t : t + 1], state)
+            steps.append(logits)
+        keys = state[0][0][0]  # block 0's mixer: (keys, values)
+    assert keys.shape == (2, 2, 9, 8)  # (B, heads, every step so far, head size)
+    assert float((torch.cat(steps, 1) - whole).abs().max()) <= 1e-12
+
+
+def windows_recomputed(net: RNNLM, ids: list[int], num_tokens: int, window: int) -> list[int]:
+    """Greedy decoding without a cache: every step computes its window from scratch, the
+    window starting again from its latest half when full."""
+    context, out = ids[-window:], []
+    for _ in range(num_tokens):
+        with torch.no_grad():
+            token = int(net(torch.tensor([context]))[0][0, -1].argmax())
+        out.append(token)
+        keep = context if len(context) < window else context[len(context) - window // 2 + 1 :]
+        context = [*keep, token]
+    return out
+
+
+@pytest.mark.parametrize("backend", ["builtin", "custom"])
+def test_greedy_decoding_with_the_cache_is_recomputing_the_window_at_every_step(backend: str):
+    net = attention_model(backend, window=6).double()
+    with torch.no_grad():  # large weights, so that the greedy choice moves with the context
+        net.embedding.weight.mul_(30)
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6]
+    cached = generate(net, prompt, 40, greedy=True)
+    assert cached == windows_recomputed(net.eval(), prompt, 40, window=6)
+    assert len(set(cached)) > 2  # it did not just repeat one token
+    differs_before_the_window = generate(net, [7, 7, *prompt[2:]], 40, greedy=True)
+    assert differs_before_the_window == cached
 
 
 def test_default_heads_are_64_units_wide_where_the_width_allows():

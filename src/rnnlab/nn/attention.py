@@ -17,7 +17,10 @@ heads of size ``d = D / n``; per head the queries, keys and values are ``(B, n, 
 The rotation makes ``q_t . k_s`` depend on ``t - s`` alone, so a key keeps its meaning
 wherever the window starts. Each training window attends within itself: nothing is
 carried from one window to the next (the state is empty), where a recurrent mixer carries
-its state across windows.
+its state across windows. Decoding (:func:`key_value_cache`) carries the keys and values
+of the window so far instead, so that each new token costs one row of scores, not the
+whole window again; the new queries then sit at the end of the keys (``s > t + T_k - T_q``
+is masked).
 
 Backward of the attention itself (``q, k, v -> O``), hand-written in
 :class:`CausalAttention` from ``dO = dL/dO``::
@@ -36,7 +39,9 @@ numbers.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -56,26 +61,33 @@ def default_heads(width: int) -> int:
     return 1
 
 
-def rotate(x: Tensor) -> Tensor:
+def rotate(x: Tensor, start: int = 0) -> Tensor:
     """Rotary positions on ``x`` (B, n, T, d), ``d`` even: each channel pair ``(i, i + d/2)``
-    of the step at position ``t`` turned by ``t * ROPE_BASE^(-2i/d)``."""
+    of the step at position ``t = start ..`` turned by ``t * ROPE_BASE^(-2i/d)``."""
     steps, size = x.shape[-2], x.shape[-1]
     frequencies = ROPE_BASE ** (-torch.arange(0, size, 2, dtype=x.dtype, device=x.device) / size)
-    angles = torch.arange(steps, dtype=x.dtype, device=x.device)[:, None] * frequencies
+    positions = torch.arange(start, start + steps, dtype=x.dtype, device=x.device)
+    angles = positions[:, None] * frequencies
     cos, sin = angles.cos(), angles.sin()  # (T, d/2)
     first, second = x.chunk(2, dim=-1)
     return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
+def future_mask(queries: int, keys: int, device: torch.device) -> Tensor:
+    """``(T_q, T_k)``, True where a query may not look: keys after it, the queries being
+    the last ``T_q`` of the ``T_k`` positions."""
+    return torch.ones(queries, keys, dtype=torch.bool, device=device).triu(1 + keys - queries)
+
+
 class CausalAttention(torch.autograd.Function):
     """``apply(q, k, v) -> O``: causal softmax attention with the hand-written backward of
-    the module docstring. ``q, k, v`` are ``(B, n, T, d)``."""
+    the module docstring. ``q`` is ``(B, n, T_q, d)``, ``k`` and ``v`` ``(B, n, T_k, d)``
+    with ``T_k >= T_q`` (the queries are the last ``T_q`` positions)."""
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         scale = 1.0 / math.sqrt(q.shape[-1])
-        steps = q.shape[-2]
-        future = torch.ones(steps, steps, dtype=torch.bool, device=q.device).triu(1)
+        future = future_mask(q.shape[-2], k.shape[-2], q.device)
         scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).masked_fill_(future, -math.inf)
         p = torch.softmax(scores, dim=-1)
         ctx.scale = scale
@@ -94,8 +106,12 @@ class CausalAttention(torch.autograd.Function):
 
 
 def builtin_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """PyTorch's fused causal attention on the same ``q, k, v``."""
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    """PyTorch's fused causal attention on the same ``q, k, v`` (its ``is_causal`` aligns
+    the queries with the first keys, so a cache's longer keys take an explicit mask)."""
+    if q.shape[-2] == k.shape[-2]:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    allowed = ~future_mask(q.shape[-2], k.shape[-2], q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
 
 #: the attention itself, by backend
@@ -104,8 +120,9 @@ ATTENTION = {"builtin": builtin_attention, "custom": CausalAttention.apply}
 
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention over a window, with rotary positions: a block's
-    mixer, called as the cells are, ``y, state = mixer(x (T, B, D), state)``; the state is
-    empty (``()``), since a window attends within itself."""
+    mixer, called as the cells are, ``y, state = mixer(x (T, B, D), state)``. The state is
+    empty (``()``): a window attends within itself. Under :func:`key_value_cache` it is
+    the keys (rotated) and values of every step so far, each ``(B, n, T_k, d)``."""
 
     def __init__(self, width: int, num_heads: int, backend: str = "builtin") -> None:
         super().__init__()
@@ -117,13 +134,36 @@ class SelfAttention(nn.Module):
         self.num_heads, self.backend = num_heads, backend
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
+        #: set by key_value_cache: carry the keys and values from call to call
+        self.caching = False
 
-    def forward(self, x: Tensor, state: tuple[()] | None = None) -> tuple[Tensor, tuple[()]]:
+    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Any]:
         steps, batch, width = x.shape
         heads = self.qkv(x).view(steps, batch, 3 * self.num_heads, -1).permute(1, 2, 0, 3)
         q, k, v = heads.chunk(3, dim=1)  # (B, n, T, d) each
-        o = ATTENTION[self.backend](rotate(q), rotate(k), v)
-        return self.out(o.permute(2, 0, 1, 3).reshape(steps, batch, width)), ()
+        past = state if self.caching and state else None
+        start = 0 if past is None else past[0].shape[-2]
+        q, k = rotate(q, start), rotate(k, start)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
+        o = ATTENTION[self.backend](q, k, v)
+        y = self.out(o.permute(2, 0, 1, 3).reshape(steps, batch, width))
+        return y, ((k, v) if self.caching else ())
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, backend={self.backend}"
+
+
+@contextlib.contextmanager
+def key_value_cache(model: nn.Module) -> Iterator[None]:
+    """Within it, ``model``'s attention mixers return their keys and values as their state
+    and read them back, so that decoding feeds one token at a time (nothing changes for a
+    recurrent model)."""
+    mixers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    for mixer in mixers:
+        mixer.caching = True
+    try:
+        yield
+    finally:
+        for mixer in mixers:
+            mixer.caching = False

@@ -100,8 +100,8 @@ class ModelConfig:
     conv_kernel: int = 0
     #: attention only: its heads (None, null: heads of 64 units where hidden_size allows)
     num_heads: int | None = None
-    #: attention only: the most recent tokens a sampled token attends over (None, null: the
-    #: training window, data.seq_len)
+    #: attention only: the most tokens sampling attends over, restarting from the latest half
+    #: when full (None, null: the training window, data.seq_len)
     window: int | None = None
     #: rnn only: tanh | relu
     nonlinearity: str = "tanh"

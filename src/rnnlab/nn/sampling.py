@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rnnlab.errors import UserError
+from rnnlab.nn.attention import key_value_cache
 
 
 class Codec(Protocol):
@@ -47,9 +48,14 @@ def generate(
     greedy: bool = False,
     seed: int = 0,
 ) -> list[int]:
-    """``num_tokens`` ids continuing ``ids``: a recurrent model carries its hidden state
-    token by token; a model with a ``window`` (attention) reads its latest ``window``
-    tokens again at every step, as it was trained to read a window."""
+    """``num_tokens`` ids continuing ``ids``, carrying the state token by token.
+
+    A recurrent model's state carries everything before. A model with a ``window``
+    (attention) reads a window as it was trained to: its state is the window's keys and
+    values (:func:`~rnnlab.nn.attention.key_value_cache`); when the window is full it
+    starts again from its latest half, recomputed. So every step sees between
+    ``window // 2`` and ``window`` tokens, and computes what a fresh window would.
+    """
     if temperature <= 0:
         raise UserError(f"temperature must be above 0, got {temperature}; use greedy=true instead.")
     was_training = model.training
@@ -57,18 +63,22 @@ def generate(
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(seed)
     window: int | None = getattr(model, "window", None)
-    context = ids[-window:] if window else ids
-    logits, hidden = model(torch.tensor([context], device=device))
+    context = list(ids[-window:] if window else ids)
     out: list[int] = []
-    for _ in range(num_tokens):
-        last = logits[0, -1].float().cpu()
-        token = int(last.argmax()) if greedy else next_token(last, temperature, top_k, generator)
-        out.append(token)
-        if window:
-            context = [*context, token][-window:]
-            logits, _ = model(torch.tensor([context], device=device))
-        else:
-            logits, hidden = model(torch.tensor([[token]], device=device), hidden)
+    with key_value_cache(model):
+        logits, hidden = model(torch.tensor([context], device=device))
+        for _ in range(num_tokens):
+            last = logits[0, -1].float().cpu()
+            token = (
+                int(last.argmax()) if greedy else next_token(last, temperature, top_k, generator)
+            )
+            out.append(token)
+            context = [*context, token]
+            if window and len(context) > window:  # a new window from the latest half
+                context = context[-max(1, window // 2) :]
+                logits, hidden = model(torch.tensor([context], device=device))
+            else:
+                logits, hidden = model(torch.tensor([[token]], device=device), hidden)
     model.train(was_training)
     return out
 

@@ -26,6 +26,7 @@ CELL_COLOURS = {
     "lstm": "tab:red",
     "mingru": "tab:olive",
     "minlstm": "tab:purple",
+    "attention": "tab:cyan",
 }
 #: custom dashed over builtin solid: where the backends agree, both lines stay visible
 STYLES = {"builtin": "-", "custom": "--"}
