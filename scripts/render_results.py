@@ -10,7 +10,9 @@ what ``--check`` (and tests/test_results.py) hold.
 
 A record is one JSON object. Every record has ``title``, ``section`` (a key of SECTIONS),
 ``source`` ("run": copied from a run's metrics.json; "transcribed": copied once from an
-earlier README, until a rerun replaces it) and optional ``order``, ``command``,
+earlier README or session's notes, until a rerun replaces it; "run and transcribed": seeds
+of both kinds, each transcribed seed marked ``"source": "transcribed"`` and shown so)
+and optional ``order``, ``command``,
 ``machine``, ``date`` and ``notes`` (paragraphs rendered under the table). Then either
 
 - ``runs``: the seeds of one preset, each ``{"seed", "val", "test", "tokens_per_sec",
@@ -38,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "docs" / "results"
 PAGE = REPO / "docs" / "results.md"
 
+#: the source of a record whose seeds were partly run, partly transcribed
+MIXED = "run and transcribed"
 #: the page's sections, in order; a record names one of them
 SECTIONS = {
     "baselines": "Baselines",
@@ -207,8 +211,9 @@ def runs_table(record: dict[str, Any]) -> list[str]:
     columns += ["val after each epoch"] if curve else []
     rows = []
     for run in runs:
-        seed = run.get("seed")
-        row = ["" if seed is None else str(seed), *(run.get(s, {}).get(n) for s, n in metrics)]
+        seed = "" if run.get("seed") is None else str(run["seed"])
+        seed += " (transcribed)" if run.get("source") == "transcribed" else ""
+        row = [seed, *(run.get(s, {}).get(n) for s, n in metrics)]
         row += [duration(run.get(k)) if k == "wall_seconds" else run.get(k) for k, _ in extras]
         row += [", ".join(fmt(v) for v in run.get("val_curve") or [])] if curve else []
         rows.append(row)
@@ -337,7 +342,7 @@ def add(run_dir: Path, name: str, metric: str | None, folder: Path = RECORDS) ->
     run, command = run_from(run_dir)
     path = folder / f"{name}.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    keep = old.get("source") == "run"
+    keep = old.get("source", "transcribed") != "transcribed"  # runs, some maybe transcribed
     runs = [r for r in old.get("runs", []) if keep and r.get("seed") != run["seed"]]
     runs = sorted([*runs, run], key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
     split_name = metric.split("/") if metric else old.get("metric")
@@ -349,7 +354,7 @@ def add(run_dir: Path, name: str, metric: str | None, folder: Path = RECORDS) ->
         "title": old.get("title", name),
         "section": old.get("section", "runs"),
         "order": old.get("order", 0),
-        "source": "run",
+        "source": MIXED if any(r.get("source") == "transcribed" for r in runs) else "run",
         "command": command,
         "metric": list(split_name),
         **({"goal": old["goal"]} if "goal" in old else {}),

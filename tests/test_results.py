@@ -45,7 +45,9 @@ def test_every_committed_record_says_where_it_came_from(renderer):
     records = renderer.load_records()
     assert len(records) >= 10
     for name, record in records.items():
-        assert record["source"] in ("transcribed", "run"), name
+        assert record["source"] in ("transcribed", "run", renderer.MIXED), name
+        marked = {r.get("source") == "transcribed" for r in record.get("runs", [])}
+        assert (record["source"] == renderer.MIXED) == (marked == {True, False}), name
         assert record["section"] in renderer.SECTIONS, name
         assert ("runs" in record) != ("rows" in record), name
 
@@ -131,3 +133,20 @@ def test_a_runs_metrics_json_becomes_a_record(renderer, trained_run: Path, tmp_p
     assert "test ppl over 2 seeds: mean" in page and "| run |" in page
     assert f"machine: {metrics['machine']['cpu']}, {metrics['machine']['cores']} cores" in page
     assert renderer.main(["--check", "--records", str(records), "--out", str(out)]) == 0
+
+
+def test_a_run_joins_the_seeds_transcribed_one_by_one(renderer, trained_run: Path, tmp_path):
+    """A record of runs may hold seeds transcribed from an earlier session, each marked:
+    --add keeps them beside the new run, and the page says which is which."""
+    records = tmp_path / "records"
+    records.mkdir()
+    marked = [{**run, "source": "transcribed"} for run in TWO_SEEDS["runs"]]
+    (records / "tiny.json").write_text(json.dumps({**TWO_SEEDS, "source": "run", "runs": marked}))
+    out = tmp_path / "results.md"
+    args = ["--records", str(records), "--out", str(out), "--name", "tiny"]
+    assert renderer.main(["--add", str(trained_run), *args]) == 0
+    record = json.loads((records / "tiny.json").read_text())
+    assert record["source"] == renderer.MIXED and len(record["runs"]) == 3
+    page = out.read_text()
+    assert "| 1 (transcribed) |" in page and page.count(" (transcribed) |") == 2
+    assert f"| {renderer.MIXED} |" in page
