@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
@@ -26,6 +27,9 @@ CELL_BACKENDS = [(cell, backend) for cell, cores in CORES.items() for backend in
 #: the cells PyTorch has too (and with them a W_hh)
 CLASSIC_CELLS = tuple(cell for cell, cores in CORES.items() if "builtin" in cores)
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: two workers share the cores, a thread each
+    torch.set_num_threads(1)
 
 #: A few hundred lines of varied English so that a tiny model has something to learn.
 TINY_TEXT = "".join(

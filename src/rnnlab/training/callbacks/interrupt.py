@@ -40,9 +40,10 @@ class SaveOnInterrupt(L.Callback):
             return
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
-        rich.print(
+        rich.get_console().print(  # soft-wrapped: a long path stays one copyable line
             f"interrupted at step {trainer.global_step}; saved {path}\n"
-            f"resume with:  rnnlab-train resume={self.dirpath.parent}"
+            f"resume with:  rnnlab-train resume={self.dirpath.parent}",
+            soft_wrap=True,
         )
         raise KeyboardInterrupt  # Lightning shuts down cleanly and exits with status 1
 
