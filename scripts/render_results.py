@@ -322,7 +322,7 @@ def run_from(run_dir: Path) -> tuple[dict[str, Any], str]:
         if key in metrics:
             run[key] = recorded(key, metrics[key])
     if metrics.get("val_curve"):  # val loss after each validation, in order
-        run["val_curve"] = [finite(point["loss"]) for point in metrics["val_curve"]]
+        run["val_curve"] = [recorded("loss", point["loss"]) for point in metrics["val_curve"]]
     run["machine"] = metrics.get("machine")
     task = config.get("task_name", "train")
     command = " ".join(["rnnlab-train", *overrides(run_dir)])
