@@ -337,13 +337,18 @@ def in_unit(loss: float | None, unit: str) -> float | None:
 
 
 def add(run_dir: Path, name: str, metric: str | None, folder: Path = RECORDS) -> Path:
-    """Put a run's seed into the record ``name``: beside the seeds run before it, or in
-    place of a transcribed record (whose title, section and goal it keeps)."""
+    """Put a run's seed into the record ``name``: beside the seeds run before it (and those
+    transcribed one by one, each marked), or in place of a transcribed record (whose title,
+    section and goal it keeps)."""
     run, command = run_from(run_dir)
     path = folder / f"{name}.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     keep = old.get("source", "transcribed") != "transcribed"  # runs, some maybe transcribed
-    runs = [r for r in old.get("runs", []) if keep and r.get("seed") != run["seed"]]
+    runs = [
+        r
+        for r in old.get("runs", [])  # seeds transcribed one by one stay, beside runs
+        if (keep or r.get("source") == "transcribed") and r.get("seed") != run["seed"]
+    ]
     runs = sorted([*runs, run], key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
     split_name = metric.split("/") if metric else old.get("metric")
     if not split_name:
