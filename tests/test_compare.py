@@ -15,13 +15,21 @@ from omegaconf import OmegaConf
 
 import rnnlab.report.sweep
 from rnnlab.report.compare import compare
+from rnnlab.report.mixers import MINUTES, MIXER_PLOTS, known_at, val_curve
 from rnnlab.report.plots import CURVES, bar_heights
 from rnnlab.report.runs import read_curves
 from rnnlab.report.sweep import SweepReport
 from tests.conftest import TINY_RUN, TINY_TEXT, invoke, one_sentence, run_cli
 
-PLOTS = ("val_ppl_by_step", "val_ppl_by_time", "train_loss_by_step", "tokens_per_sec")
-REPORT = ("comparison.md", "comparison.csv", "comparison_groups.csv", *(f"{p}.png" for p in PLOTS))
+MIXER_NAMES = tuple(name for name, *_ in MIXER_PLOTS)
+PLOTS = ("val_ppl_by_step", "val_ppl_by_time", "train_loss_by_step", "tokens_per_sec", *MIXER_NAMES)
+REPORT = (
+    "comparison.md",
+    "comparison.csv",
+    "comparison_groups.csv",
+    "comparison_minutes.csv",
+    *(f"{p}.png" for p in PLOTS),
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +168,7 @@ def test_plots_are_valid_images_with_a_line_per_run(sweep: Path, tmp_path: Path)
     for name in PLOTS:
         image = matplotlib.image.imread(tmp_path / f"{name}.png")
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
-    assert report["lines"] == {name: 4 for name, *_ in CURVES}
+    assert report["lines"] == {name: 4 for name, *_ in CURVES} | dict.fromkeys(MIXER_NAMES, 1)
 
 
 def test_runs_without_tensorboard_scalars_are_named_not_drawn(
@@ -169,7 +177,7 @@ def test_runs_without_tensorboard_scalars_are_named_not_drawn(
     copy = copy_sweep(sweep, tmp_path / "sweep")
     shutil.rmtree(numbered(copy, 1) / "tensorboard")  # as logger=csv leaves it
     report = compare([copy])
-    assert report["lines"] == {name: 3 for name, *_ in CURVES}
+    assert report["lines"] == {name: 3 for name, *_ in CURVES} | dict.fromkeys(MIXER_NAMES, 1)
     (line,) = [x for x in capsys.readouterr().out.splitlines() if "no TensorBoard scalars" in x]
     assert line.endswith(": " + numbered(copy, 1).name)
 
@@ -266,7 +274,7 @@ def test_runs_group_by_cell_with_custom_over_builtin_per_cell(sweep: Path, tmp_p
         assert math.isfinite(group["tok_s_ratio"])
     rows = {row["run"]: row for row in read_csv(copy / "comparison.csv")}
     assert rows["gru_custom"]["cell"] == "gru"
-    assert report["lines"] == {name: 6 for name, *_ in CURVES}
+    assert report["lines"] == {name: 6 for name, *_ in CURVES} | dict.fromkeys(MIXER_NAMES, 2)
 
 
 def test_nan_and_inf_are_left_out_of_means_and_ratios(sweep: Path, tmp_path: Path):
@@ -354,3 +362,34 @@ def test_a_report_that_cannot_be_written_never_fails_the_job(
     SweepReport(compare=True).on_job_end(multirun_config(sweep, numbered(sweep, 0)), done)
     out = capsys.readouterr().out
     assert "sweep report not written: OSError: No space left on device" in out
+
+
+def test_the_mixers_are_drawn_a_line_per_cell_and_read_at_fixed_minutes(sweep: Path, tmp_path):
+    """Two of the four jobs relabelled as another cell: two lines with a band over two
+    runs each, and each cell's val loss at 5 to 29 minutes, which for runs of seconds is
+    the mean of their last validations."""
+    copy = copy_sweep(sweep, tmp_path / "sweep")
+    for num in (0, 1):
+        config = numbered(copy, num) / "config.yaml"
+        config.write_text(config.read_text().replace("cell: rnn", "cell: gru", 1))
+    report = compare([copy])
+    assert report["lines"]["val_loss_by_time_per_cell"] == 2
+    rows = {row["cell"]: row for row in report["minutes"]}
+    assert sorted(rows) == ["gru", "rnn"] and {row["runs"] for row in rows.values()} == {2}
+    for cell, jobs in (("gru", (0, 1)), ("rnn", (2, 3))):
+        last = [metrics_of(numbered(copy, n))["val"]["loss"] for n in jobs]
+        for minutes in MINUTES:
+            assert rows[cell][f"val at {minutes} min"] == pytest.approx(sum(last) / 2, rel=1e-6)
+    assert "| cell | runs | val at 5 min |" in (copy / "comparison.md").read_text()
+
+
+def test_a_runs_val_curve_by_tokens_and_what_was_known_when():
+    run = {
+        "curves": {"val/loss": [(10, 100.0, 3.0), (20, 160.0, 2.5)]},
+        "start": 40.0,
+        "settings": {"data.batch_size": 4, "data.seq_len": 8},
+    }
+    assert val_curve(run, "seconds") == [(60.0, 3.0), (120.0, 2.5)]
+    assert val_curve(run, "tokens") == [(320.0, 3.0), (640.0, 2.5)]
+    curve = val_curve(run, "seconds")
+    assert [known_at(curve, x) for x in (59.0, 60.0, 119.9, 500.0)] == [None, 3.0, 3.0, 2.5]

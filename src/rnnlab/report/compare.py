@@ -8,7 +8,11 @@ Reads each run's metrics.json, config.yaml and TensorBoard events
   backend (and where their files go) grouped, mean and standard deviation over seeds
   per backend, and the custom / builtin ratios of tokens per second and of final val ppl;
 - PNG plots (:mod:`rnnlab.report.plots`): val ppl against step and against wall-clock
-  time, train loss against step, tokens per second by backend.
+  time, train loss against step, tokens per second by backend;
+- the mixers side by side (:mod:`rnnlab.report.mixers`): val loss against wall-clock time
+  and against tokens seen, a line per cell with a band over its seeds, and in
+  ``comparison.md`` (and ``comparison_minutes.csv``) each cell's val loss at 5, 10, 20 and
+  29 minutes.
 
 Runs still going, killed, failed or unreadable are listed with their status; their
 missing numbers are left out of the groups, and their curves are drawn as far as they
@@ -30,6 +34,7 @@ import rich.table
 from rnnlab.atomic import write_text_atomically
 from rnnlab.errors import UserError
 from rnnlab.nn import BACKENDS
+from rnnlab.report.mixers import MINUTES, minutes_table, plot_mixers
 from rnnlab.report.plots import plot_curves, plot_tokens_per_sec
 from rnnlab.report.runs import SHOWN, find_runs, read_curves, read_run
 from rnnlab.report.tables import RUN_COLUMNS, cell, csv_text, markdown_table, run_row, run_rows
@@ -210,10 +215,15 @@ def compare(paths: list[Path], out_dir: Path | None = None, verbose: bool = True
     markdown += "\n## Over seeds, by backend (mean ± std)\n\n"
     shown = [dict(zip(header, line, strict=True)) for line in body]
     markdown += markdown_table(tuple(header), shown)
+    minutes = minutes_table(runs)
+    minute_columns = ("cell", "runs", *(f"val at {m} min" for m in MINUTES))
+    markdown += "\n## Val loss by wall-clock time, by cell (mean over runs)\n\n"
+    markdown += markdown_table(minute_columns, minutes)
     write_text_atomically(out_dir / "comparison.md", markdown)
     write_text_atomically(out_dir / "comparison.csv", csv_text(RUN_COLUMNS, rows))
     write_text_atomically(out_dir / "comparison_groups.csv", csv_text(group_columns(keys), groups))
-    drawn = plot_curves(runs, out_dir)
+    write_text_atomically(out_dir / "comparison_minutes.csv", csv_text(minute_columns, minutes))
+    drawn = plot_curves(runs, out_dir) | plot_mixers(runs, out_dir)
     plots = list(drawn)
     if groups:
         plots.append(plot_tokens_per_sec(groups, keys, out_dir))
@@ -221,7 +231,14 @@ def compare(paths: list[Path], out_dir: Path | None = None, verbose: bool = True
         print_report(rows, header, body)
         print_without_curves(runs)
     lines = {path.stem: n for path, n in drawn.items()}
-    return {"runs": rows, "groups": groups, "plots": plots, "lines": lines, "out_dir": out_dir}
+    return {
+        "runs": rows,
+        "groups": groups,
+        "minutes": minutes,
+        "plots": plots,
+        "lines": lines,
+        "out_dir": out_dir,
+    }
 
 
 def print_without_curves(runs: list[dict[str, Any]]) -> None:

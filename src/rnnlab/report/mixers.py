@@ -1,0 +1,109 @@
+"""The mixers side by side, as the equal-budget comparison reads them: val loss against
+wall-clock time and against tokens seen, one line per cell (the mean over its seeds, with
+a band from the lowest to the highest), and each cell's val loss at fixed minutes.
+
+Drawn from the TensorBoard curves every run writes (``val/loss`` at each validation): the
+time is the event's wall clock since the run's first event, the tokens are the step times
+``data.batch_size * data.seq_len`` (what one optimiser step of one process reads). Between
+two validations a run's val loss is the last one measured: nothing is interpolated, so a
+line and the table say what was known at that time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from rnnlab.report.plots import CELL_COLOURS, cell_colour, cell_of, save_png
+
+#: the minutes at which the table reads each cell's val loss
+MINUTES = (5, 10, 20, 29)
+#: (name, x axis, label): the plots, one line per cell
+MIXER_PLOTS = (
+    ("val_loss_by_time_per_cell", "seconds", "wall-clock minutes"),
+    ("val_loss_by_tokens_per_cell", "tokens", "tokens seen (millions)"),
+)
+
+Curve = list[tuple[float, float]]
+
+
+def val_curve(run: dict[str, Any], x_axis: str) -> Curve:
+    """``(x, val loss)`` at each validation of ``run``: x in seconds since its start, or
+    in tokens seen."""
+    points = run["curves"].get("val/loss", [])
+    if x_axis == "seconds":
+        return [(wall - run["start"], value) for _, wall, value in points]
+    settings = run["settings"]
+    per_step = (settings.get("data.batch_size") or 0) * (settings.get("data.seq_len") or 0)
+    return [(float(step * per_step), value) for step, _, value in points]
+
+
+def known_at(curve: Curve, x: float) -> float | None:
+    """The last value measured at or before ``x`` (``None`` before the first)."""
+    index = bisect.bisect_right([px for px, _ in curve], x)
+    return curve[index - 1][1] if index else None
+
+
+def per_cell(runs: list[dict[str, Any]], x_axis: str) -> dict[str, list[Curve]]:
+    """Each cell's curves, one per run that validated at least once, cells in plot order."""
+    curves: dict[str, list[Curve]] = {}
+    for run in runs:
+        curve = val_curve(run, x_axis)
+        if curve:
+            curves.setdefault(cell_of(run), []).append(curve)
+    order = [c for c in CELL_COLOURS if c in curves] + sorted(set(curves) - set(CELL_COLOURS))
+    return {cell: curves[cell] for cell in order}
+
+
+def band(curves: list[Curve]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """``(x, mean, low, high)`` over the curves, at every x where each has a value."""
+    start = max(curve[0][0] for curve in curves)
+    xs = sorted({x for curve in curves for x, _ in curve if x >= start})
+    values = [[known_at(curve, x) or 0.0 for curve in curves] for x in xs]  # all known here
+    return (
+        xs,
+        [statistics.fmean(v) for v in values],
+        [min(v) for v in values],
+        [max(v) for v in values],
+    )
+
+
+def plot_mixers(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
+    """The two plots of :data:`MIXER_PLOTS`, each PNG with the number of cells drawn."""
+    drawn = {}
+    for name, x_axis, label in MIXER_PLOTS:
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
+        cells = per_cell(runs, x_axis)
+        scale = 60.0 if x_axis == "seconds" else 1e6
+        for cell, curves in cells.items():
+            xs, mean, low, high = band(curves)
+            xs = [x / scale for x in xs]
+            colour = cell_colour(cell)
+            ax.step(xs, mean, where="post", color=colour, lw=1.4, label=f"{cell} ({len(curves)})")
+            if len(curves) > 1:
+                ax.fill_between(xs, low, high, step="post", color=colour, alpha=0.2, lw=0)
+        if cells:
+            ax.legend(title="cell (runs)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("val loss (nats/token)")
+        ax.grid(alpha=0.3)
+        drawn[save_png(fig, out_dir / f"{name}.png")] = len(cells)
+    return drawn
+
+
+def minutes_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell: its runs, and the mean val loss known at each of :data:`MINUTES`
+    over the runs that had validated by then (blank where none had)."""
+    rows = []
+    for cell, curves in per_cell(runs, "seconds").items():
+        row: dict[str, Any] = {"cell": cell, "runs": len(curves)}
+        for minutes in MINUTES:
+            known = [v for c in curves if (v := known_at(c, 60.0 * minutes)) is not None]
+            row[f"val at {minutes} min"] = statistics.fmean(known) if known else None
+        rows.append(row)
+    return rows
