@@ -13,7 +13,7 @@ from rnnlab.cli import model_settings
 from rnnlab.cli.app import instantiate_all
 from rnnlab.cli.train import lm_module, train
 from rnnlab.data.vocab import Vocab
-from rnnlab.nn.lm import ModelConfig
+from rnnlab.nn.lm import MIXERS, RNNLM, ModelConfig
 from tests.conftest import CONFIG_DIR, TINY_RUN, compose_train
 
 
@@ -177,3 +177,18 @@ def test_compare_cells_sweeps_every_cell_on_both_backends_and_three_seeds(tmp_pa
     }
     assert (cfg.task_name, cfg.trainer.max_epochs) == ("compare_cells", 10)
     assert HydraConfig.get().callbacks.sweep_report.compare is True
+
+
+def test_experiment_mixers_gives_every_mixer_about_the_same_parameters(tmp_path: Path):
+    """Each mixer of the equal-budget comparison, at its own width, within 10% of the
+    others in parameters (on tiny-shakespeare's 65 characters); the sweep runs them all."""
+    counts = {}
+    for mixer in MIXERS:
+        cfg = compose_train(["experiment=mixers", f"mixer={mixer}"], output_dir=tmp_path)
+        config = ModelConfig.from_settings(cfg.model)
+        assert (config.cell, config.arch, cfg.trainer.max_time) == (mixer, "blocks", "00:00:29:00")
+        counts[mixer] = sum(p.numel() for p in RNNLM(65, config).parameters())
+    assert max(counts.values()) <= 1.10 * min(counts.values()), counts
+    compose_train(["experiment=mixers"], output_dir=tmp_path)
+    assert HydraConfig.get().sweeper.params.mixer.split(",") == list(MIXERS)
+    assert HydraConfig.get().launcher.n_jobs == 2
