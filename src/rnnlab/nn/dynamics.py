@@ -200,8 +200,9 @@ def step_jacobian_norm(model: RNNLM, tr: Trace, iterations: int = 20, seed: int 
     hidden = model.config.hidden_size
     generator = torch.Generator().manual_seed(seed)
     norms = []
-    for layer, a in enumerate(tr.projections):
-        core, index = model.recurrent_layers()[layer]
+    for layer, (a, (core, index)) in enumerate(
+        zip(tr.projections, model.recurrent_layers(), strict=True)
+    ):
         weights = tuple(None if w is None else w.detach() for w in layer_weights(core, index))
         a_flat = a.detach().reshape(-1, a.shape[-1])  # (T*B, G*H)
         previous = torch.stack([flat_state(s) for s in tr.states[layer][:-1]])

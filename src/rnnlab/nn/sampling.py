@@ -73,7 +73,7 @@ def generate(
                 int(last.argmax()) if greedy else next_token(last, temperature, top_k, generator)
             )
             out.append(token)
-            context = [*context, token]
+            context.append(token)
             if window and len(context) > window:  # a new window from the latest half
                 context = context[-max(1, window // 2) :]
                 logits, hidden = model(torch.tensor([context], device=device))
