@@ -10,6 +10,10 @@ gradient), B=32, H=256 by default, for T in ``--steps-list``:
   and the scan in log space (``cumsum`` and ``logcumsumexp``, Heinsen 2023), under
   autograd: the alternative to rnnlab's recursive doubling, measured, not shipped.
 
+and, in a second table, the scan's backward alone (``dL/da``, ``dL/db``, ``dL/dh0`` from
+``dL/dh``; the forward not timed): rnnlab's hand-written :func:`rnnlab.nn.scan.scan_backward`
+against autograd's backward through the same scan, sequential and parallel.
+
 The variants run interleaved in one process, the order rotating every repetition (the
 machine's speed drifts); each figure is the median of ``--repeats``. It also measures the
 scans' accuracy in float64 against the sequential loop at T=4096 (max abs error of ``h``)::
@@ -33,11 +37,11 @@ from rich.table import Table
 
 from rnnlab.nn.mingru import MinGRU
 from rnnlab.nn.minlstm import MinLSTM
-from rnnlab.nn.scan import parallel_scan, sequential_scan
+from rnnlab.nn.scan import SCANS, parallel_scan, scan, scan_backward, sequential_scan
 
 CELLS = {"mingru": MinGRU, "minlstm": MinLSTM}
 #: goals on 2 cores: the default mode against nn.GRU and against the autograd loop, and the
-#: hand-written backward against autograd's in parallel mode (at T=256)
+#: hand-written backward against autograd's through the parallel scan (at T=256)
 GOALS = {"vs_gru": 0.25, "vs_autograd_loop": 0.05, "parallel_manual_speedup": 3.0}
 
 
@@ -74,26 +78,59 @@ def step_of(variant: str, steps: int, batch: int, hidden: int) -> Callable[[], N
     return step
 
 
+def scan_backward_of(variant: str, steps: int, batch: int, hidden: int) -> Callable[[], float]:
+    """The milliseconds of one backward through the scan for ``variant`` (``<scan>
+    manual|autograd``), the forward run first, untimed."""
+    mode, bptt = variant.split()
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(steps, batch, hidden, generator=generator)
+    b = torch.randn(steps, batch, hidden, generator=generator)
+    h0 = torch.randn(batch, hidden, generator=generator)
+    grad = torch.randn(steps, batch, hidden, generator=generator)
+
+    def backward() -> float:
+        if bptt == "manual":
+            hs, g = scan(a, b, h0, mode), grad.clone()
+            start = time.perf_counter()
+            scan_backward(a, h0, hs, g, mode)
+        else:
+            inputs = [t.detach().requires_grad_() for t in (a, b, h0)]
+            hs = scan(*inputs, mode)
+            start = time.perf_counter()
+            torch.autograd.grad(hs, inputs, grad)
+        return (time.perf_counter() - start) * 1000
+
+    return backward
+
+
 def variants() -> list[str]:
     names = ["nn.GRU", "mingru log-space autograd"]
     for cell in CELLS:
-        for scan in ("sequential", "parallel"):
-            names += [f"{cell} {scan} manual", f"{cell} {scan} autograd"]
+        for mode in SCANS:
+            names += [f"{cell} {mode} manual", f"{cell} {mode} autograd"]
     return names
 
 
-def timings(steps: int, batch: int, hidden: int, repeats: int) -> dict[str, float]:
-    """Median milliseconds per variant, interleaved, the order rotating each repetition."""
-    names = variants()
-    fns = {name: step_of(name, steps, batch, hidden) for name in names}
+def timed(step: Callable[[], None]) -> Callable[[], float]:
+    """``step`` as a function that returns its own milliseconds."""
+
+    def run() -> float:
+        start = time.perf_counter()
+        step()
+        return (time.perf_counter() - start) * 1000
+
+    return run
+
+
+def medians(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median milliseconds per function, interleaved, the order rotating each repetition."""
+    names = list(fns)
     for fn in fns.values():
         fn()  # warm-up
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            samples[name].append((time.perf_counter() - start) * 1000)
+            samples[name].append(fns[name]())
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -123,20 +160,49 @@ def main() -> None:
     parser.add_argument("--out", default="bench_scan.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, backward_rows = [], []
+    shape = (args.batch, args.hidden)
     for steps in args.steps_list:
-        medians = timings(steps, args.batch, args.hidden, args.repeats)
-        gru = medians["nn.GRU"]
-        for name, ms in medians.items():
-            rows.append({"T": steps, "variant": name, "ms": ms, "vs_nn_gru": ms / gru})
+        steps_ms = medians({v: timed(step_of(v, steps, *shape)) for v in variants()}, args.repeats)
+        for name, ms in steps_ms.items():
+            rows.append(
+                {"T": steps, "variant": name, "ms": ms, "vs_nn_gru": ms / steps_ms["nn.GRU"]}
+            )
+        backward = [f"{mode} {bptt}" for mode in SCANS for bptt in ("manual", "autograd")]
+        backward_ms = medians(
+            {v: scan_backward_of(v, steps, *shape) for v in backward}, args.repeats
+        )
+        for mode in SCANS:
+            manual, autograd = backward_ms[f"{mode} manual"], backward_ms[f"{mode} autograd"]
+            backward_rows.append(
+                {
+                    "T": steps,
+                    "scan": mode,
+                    "manual_ms": manual,
+                    "autograd_ms": autograd,
+                    "speedup": autograd / manual,
+                }
+            )
     errors = accuracy()
     table = Table(title=f"one layer, B={args.batch}, H={args.hidden}, {args.threads} threads")
     for column in ("T", "variant", "ms", "x nn.GRU"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(str(row["T"]), row["variant"], f"{row['ms']:.1f}", f"{row['vs_nn_gru']:.2f}")
+    backward_table = Table(title="the scan's backward alone")
+    for column in ("T", "scan", "manual ms", "autograd ms", "autograd / manual"):
+        backward_table.add_column(column, justify="right")
+    for row in backward_rows:
+        backward_table.add_row(
+            str(row["T"]),
+            row["scan"],
+            f"{row['manual_ms']:.1f}",
+            f"{row['autograd_ms']:.1f}",
+            f"{row['speedup']:.2f}",
+        )
     console = Console()
     console.print(table)
+    console.print(backward_table)
     console.print(f"float64 max |h - sequential| at T=4096: {errors}")
     record = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
@@ -144,6 +210,7 @@ def main() -> None:
         "batch": args.batch,
         "hidden": args.hidden,
         "rows": rows,
+        "scan_backward_rows": backward_rows,
         "accuracy": errors,
         "goals": GOALS,
     }

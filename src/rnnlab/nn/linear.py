@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnlab.nn.scan import SCANS, reverse_scan, scan
+from rnnlab.nn.scan import SCANS, scan, scan_backward
 from rnnlab.nn.stack import RecurrentStack, Weights, input_projection, under_autocast
 
 
@@ -68,15 +68,13 @@ class LinearBPTT(torch.autograd.Function):
         need_x, need_h0, need_w_ih, need_b_ih, _, _ = ctx.needs_input_grad
         g = grad_out.clone()
         g[-1] += grad_hn
-        total = reverse_scan(a, g, ctx.mode)  # G_t = dL/dh_t in total
-        h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
-        dp = ctx.gates.coefficient_grads(tuple(saved), total * h_prev, total)
+        grad_a, grad_b, grad_h0 = scan_backward(a, h0, hs, g, ctx.mode)
+        dp = ctx.gates.coefficient_grads(tuple(saved), grad_a, grad_b)
         flat = dp.reshape(-1, dp.shape[-1])
         grad_x = torch.mm(flat, w_ih).view_as(x) if need_x else None
-        grad_h0 = a[0] * total[0] if need_h0 else None
         grad_w_ih = torch.mm(flat.t(), x.view(flat.shape[0], -1)) if need_w_ih else None
         grad_b_ih = flat.sum(0) if need_b_ih else None
-        return grad_x, grad_h0, grad_w_ih, grad_b_ih, None, None
+        return grad_x, grad_h0 if need_h0 else None, grad_w_ih, grad_b_ih, None, None
 
 
 def linear_layer_manual(

@@ -48,13 +48,18 @@ class MinGRUGates:
     def coefficients(p: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         p_z, candidate = p.chunk(2, dim=-1)
         z = torch.sigmoid(p_z)
-        return 1 - z, z * candidate, (z, candidate)
+        a = 1 - z
+        return a, z * candidate, (z, a, candidate)
 
     @staticmethod
     def coefficient_grads(saved: tuple[Tensor, ...], grad_a: Tensor, grad_b: Tensor) -> Tensor:
-        z, candidate = saved
-        grad_z = grad_b * candidate - grad_a
-        return torch.cat([grad_z * z * (1 - z), grad_b * z], dim=-1)
+        z, a, candidate = saved
+        grad_p = grad_b.new_empty(*grad_b.shape[:-1], 2 * grad_b.shape[-1])
+        grad_p_z, grad_candidate = grad_p.chunk(2, dim=-1)
+        minus_grad_z = torch.addcmul(grad_a, grad_b, candidate, value=-1)  # -dL/dz
+        torch.mul(minus_grad_z.mul_(z), a, out=grad_p_z).neg_()  # sigma' = z (1 - z)
+        torch.mul(grad_b, z, out=grad_candidate)
+        return grad_p
 
 
 def project(x: Tensor, weights: Weights) -> Tensor:
@@ -65,7 +70,7 @@ def project(x: Tensor, weights: Weights) -> Tensor:
 def mingru_step(p: Tensor, h: Tensor, weights: Weights) -> tuple[Tensor, dict[str, Tensor]]:
     """One step from ``h_{t-1}`` to ``h_t``, ``p`` a step of :func:`project`; returns the new
     state and, by name, the gate ``z`` and the decay ``a = 1 - z`` (the step's Jacobian)."""
-    a, b, (z, _) = MinGRUGates.coefficients(p)
+    a, b, (z, *_) = MinGRUGates.coefficients(p)
     return torch.addcmul(b, a, h), {"z": z, "a": a}
 
 

@@ -49,17 +49,22 @@ class MinLSTMGates:
         p_f, p_i, candidate = p.chunk(3, dim=-1)
         f, i = torch.sigmoid(p_f), torch.sigmoid(p_i)
         total = f + i
-        return f / total, i / total * candidate, (f, i, candidate)
+        a, i_norm = f / total, i / total
+        return a, i_norm * candidate, (f, i, a, i_norm, candidate)
 
     @staticmethod
     def coefficient_grads(saved: tuple[Tensor, ...], grad_a: Tensor, grad_b: Tensor) -> Tensor:
-        f, i, candidate = saved
-        total = f + i
-        grad_i_norm = grad_b * candidate
-        shared = (grad_a - grad_i_norm) / (total * total)
-        grad_f = shared * i
-        grad_i = -shared * f
-        return torch.cat([grad_f * f * (1 - f), grad_i * i * (1 - i), grad_b * i / total], dim=-1)
+        # with s = f + i, f' = f / s = a and i' = i / s: df'/df = -di'/df = i / s^2 and
+        # df'/di = -di'/di = -f / s^2; with u = (dL/df' - dL/di') f' i' and the logistic's
+        # derivative sigma (1 - sigma): dL/dp_f = u (1 - f), dL/dp_i = -u (1 - i)
+        f, i, a, i_norm, candidate = saved
+        grad_p = grad_b.new_empty(*grad_b.shape[:-1], 3 * grad_b.shape[-1])
+        grad_p_f, grad_p_i, grad_candidate = grad_p.chunk(3, dim=-1)
+        u = torch.addcmul(grad_a, grad_b, candidate, value=-1).mul_(a).mul_(i_norm)
+        torch.addcmul(u, u, f, value=-1, out=grad_p_f)
+        torch.addcmul(u, u, i, value=-1, out=grad_p_i).neg_()
+        torch.mul(grad_b, i_norm, out=grad_candidate)
+        return grad_p
 
 
 def project(x: Tensor, weights: Weights) -> Tensor:
@@ -70,7 +75,7 @@ def project(x: Tensor, weights: Weights) -> Tensor:
 def minlstm_step(p: Tensor, h: Tensor, weights: Weights) -> tuple[Tensor, dict[str, Tensor]]:
     """One step from ``h_{t-1}`` to ``h_t``, ``p`` a step of :func:`project`; returns the new
     state and, by name, the gates ``f``, ``i`` and the decay ``a = f'`` (the step's Jacobian)."""
-    a, b, (f, i, _) = MinLSTMGates.coefficients(p)
+    a, b, (f, i, *_) = MinLSTMGates.coefficients(p)
     return torch.addcmul(b, a, h), {"f": f, "i": i, "a": a}
 
 

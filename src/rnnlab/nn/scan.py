@@ -24,9 +24,10 @@ and ``G_t`` the total gradient reaching ``h_t``::
     G_T = g_T                G_t = g_t + a_{t+1} * G_{t+1}         t = T-1 .. 1
     dL/da_t = G_t * h_{t-1}        dL/db_t = G_t        dL/dh_0 = a_1 * G_1
 
-:func:`reverse_scan` computes ``G`` with :func:`scan` itself, on the time-reversed
-sequence with ``a`` shifted by one step. The gradients have both signs, which the
-doubling scan takes as they are.
+:func:`scan_backward` gives all three. :func:`reverse_scan` computes ``G`` one step
+after another, backwards, or with the doubling rounds run towards the start, with ``a``
+shifted by one step. The gradients have both signs, which the doubling scan takes as they
+are.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def scan(a: Tensor, b: Tensor, h0: Tensor, mode: str) -> Tensor:
 
 
 def sequential_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-    """One step after another (out of place, so autograd can run through it too)."""
+    """One step after another, out of place (so autograd can run through it too, and a
+    step's fresh tensor costs less than a write into a slice: measured)."""
     hs, h = [], h0
     for a_t, b_t in zip(a.unbind(0), b.unbind(0), strict=True):
         h = torch.addcmul(b_t, a_t, h)
@@ -55,10 +57,32 @@ def sequential_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
 def parallel_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     """Recursive doubling: after the round with offset ``d``, position ``t`` holds the map
     of steps ``t - 2d + 1 .. t``; once ``d >= T``, the map of every step from the start."""
+    if _recording(a, b, h0):
+        return _doubling_out_of_place(a, b, h0)
+    big_a, big_b = _doubling(a.clone(), b.clone())
+    return big_b.addcmul_(big_a, h0)
+
+
+def _doubling(big_a: Tensor, big_b: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """The doubling rounds in place (2-3x faster than new tensors each round, measured),
+    combining each position with the one ``d`` steps before it, or after it (``reverse``)."""
+    offset = 1
+    while offset < big_a.shape[0]:
+        moved, source = slice(offset, None), slice(None, -offset)
+        if reverse:
+            moved, source = source, moved
+        # each right-hand side is computed whole before it is written: it reads old values
+        big_b[moved] = torch.addcmul(big_b[moved], big_a[moved], big_b[source])
+        big_a[moved] = big_a[moved] * big_a[source]
+        offset *= 2
+    return big_a, big_b
+
+
+def _doubling_out_of_place(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """:func:`parallel_scan` as whole new tensors each round, for autograd to record."""
     big_a, big_b = a, b
     offset = 1
     while offset < a.shape[0]:
-        # the right-hand sides are whole new tensors: every position reads the old values
         big_b = torch.cat(
             [big_b[:offset], torch.addcmul(big_b[offset:], big_a[offset:], big_b[:-offset])]
         )
@@ -67,8 +91,29 @@ def parallel_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     return torch.addcmul(big_b, big_a, h0)
 
 
+def _recording(*tensors: Tensor) -> bool:
+    """Whether autograd records operations on ``tensors`` (then nothing may be overwritten)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def reverse_scan(a: Tensor, g: Tensor, mode: str) -> Tensor:
-    """``G_t = g_t + a_{t+1} * G_{t+1}`` from ``G_T = g_T``: :func:`scan` run backwards."""
+    """``G_t = g_t + a_{t+1} * G_{t+1}`` from ``G_T = g_T``: the scan run backwards in time.
+    ``g`` is the caller's to give: both forms accumulate into it in place."""
+    if mode == "sequential":
+        for t in range(g.shape[0] - 2, -1, -1):
+            g[t].addcmul_(a[t + 1], g[t + 1])
+        return g
     shifted = torch.cat([a[1:], a.new_zeros(1, *a.shape[1:])])  # a_{t+1}, none after T
-    reversed_g = scan(shifted.flip(0), g.flip(0), g.new_zeros(g.shape[1:]), mode)
-    return reversed_g.flip(0)
+    return _doubling(shifted, g, reverse=True)[1]
+
+
+def scan_backward(
+    a: Tensor, h0: Tensor, hs: Tensor, g: Tensor, mode: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``dL/da``, ``dL/db`` and ``dL/dh0`` from ``g = dL/dh`` (T, B, H), the caller's to give
+    (it is overwritten), and the forward's ``a``, ``h0`` and states ``hs``."""
+    total = reverse_scan(a, g, mode)  # G_t, the total gradient reaching h_t
+    grad_a = torch.empty_like(total)  # G_t * h_{t-1}
+    torch.mul(total[0], h0, out=grad_a[0])
+    torch.mul(total[1:], hs[:-1], out=grad_a[1:])
+    return grad_a, total, a[0] * total[0]
