@@ -16,7 +16,8 @@ and optional ``order``, ``command``,
 ``machine``, ``date`` and ``notes`` (paragraphs rendered under the table). Then either
 
 - ``runs``: the seeds of one preset, each ``{"seed", "val", "test", "tokens_per_sec",
-  "train_tokens", "epochs", "wall_seconds", "val_curve", "machine"}`` (what is known),
+  "train_tokens", "epochs", "wall_seconds", "peak_rss_mb", "val_curve", "machine"}`` (what
+  is known; ``peak_rss_mb``: the resident MB at training's peak),
   with ``metric`` (``[split, name]``, the headline number whose spread over the seeds the
   page shows) and ``goal``; or
 - ``columns`` and ``rows``: a benchmark's table, row by row as the benchmark printed it
@@ -204,6 +205,7 @@ def runs_table(record: dict[str, Any]) -> list[str]:
         ("train_tokens", "tokens trained"),
         ("epochs", "epochs"),
         ("wall_seconds", "wall time"),
+        ("peak_rss_mb", "peak MB"),
     ]
     extras = [(key, label) for key, label in extras if any(key in r for r in runs)]
     curve = any(r.get("val_curve") for r in runs)
@@ -279,7 +281,7 @@ def finite(value: Any) -> Any:
 
 
 #: the decimals a run's figure is recorded with (the rest is noise between two seeds)
-PLACES = {"loss": 4, "bpc": 4, "ppl": 2, "tokens_per_sec": 0, "wall_seconds": 1}
+PLACES = {"loss": 4, "bpc": 4, "ppl": 2, "tokens_per_sec": 0, "wall_seconds": 1, "peak_rss_mb": 0}
 
 
 def recorded(key: str, value: Any) -> Any:
@@ -318,7 +320,8 @@ def run_from(run_dir: Path) -> tuple[dict[str, Any], str]:
         values = {k: recorded(k, v) for k, v in (metrics.get(split) or {}).items()}
         if any(v is not None for v in values.values()):
             run[split] = values
-    for key in ("tokens_per_sec", "train_tokens", "epochs", "steps", "wall_seconds", "num_params"):
+    keys = ("tokens_per_sec", "train_tokens", "epochs", "steps", "wall_seconds", "num_params")
+    for key in (*keys, "peak_rss_mb"):
         if key in metrics:
             run[key] = recorded(key, metrics[key])
     if metrics.get("val_curve"):  # val loss after each validation, in order

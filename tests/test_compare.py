@@ -380,7 +380,12 @@ def test_the_mixers_are_drawn_a_line_per_cell_and_read_at_fixed_minutes(sweep: P
         last = [metrics_of(numbered(copy, n))["val"]["loss"] for n in jobs]
         for minutes in MINUTES:
             assert rows[cell][f"val at {minutes} min"] == pytest.approx(sum(last) / 2, rel=1e-6)
+        for key, column in (("tokens_per_sec", "tokens/s"), ("num_params", "params")):
+            values = [metrics_of(numbered(copy, n))[key] for n in jobs]
+            assert rows[cell][column] == round(sum(values) / 2)
+        assert rows[cell]["peak MB"] > 0  # this sweep ran on Linux
     assert "| cell | runs | val at 5 min |" in (copy / "comparison.md").read_text()
+    assert "| tokens/s | peak MB |" in (copy / "comparison.md").read_text()
 
 
 def test_a_runs_val_curve_by_tokens_and_what_was_known_when():

@@ -114,6 +114,9 @@ def test_a_runs_metrics_json_becomes_a_record(renderer, trained_run: Path, tmp_p
     assert run["test"]["ppl"] == round(metrics["test"]["ppl"], 2)  # the figures that matter
     assert run["test"]["loss"] == round(metrics["test"]["loss"], 4)
     assert run["tokens_per_sec"] == round(metrics["tokens_per_sec"])
+    if metrics["peak_rss_mb"] is not None:  # and it shows in the table
+        assert run["peak_rss_mb"] == round(metrics["peak_rss_mb"])
+        assert f"| {run['peak_rss_mb']} |" in out.read_text()
     assert run["machine"] == metrics["machine"]
     assert record["command"].startswith("rnnlab-train")
 

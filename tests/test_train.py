@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import lightning
@@ -92,6 +93,15 @@ def test_the_run_record_says_where_the_run_ran(trained_run: Path):
     assert isinstance(machine["cpu"], str) and machine["cpu"]
     assert machine["torch_threads"] >= 1
     assert machine["gpu"] is None or isinstance(machine["gpu"], str)
+
+
+def test_the_run_record_holds_the_memory_training_took(trained_run: Path):
+    """Resident MB when training started and at its peak (tests/test_peak_memory.py)."""
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    if sys.platform.startswith("linux"):
+        assert 0 < metrics["rss_start_mb"] <= metrics["peak_rss_mb"]
+    else:
+        assert metrics["rss_start_mb"] is None
 
 
 def test_the_run_record_holds_the_val_curve(trained_run: Path):

@@ -38,6 +38,7 @@ from rnnlab.training.callbacks.random_state import RandomStateCheckpoint
 from rnnlab.training.callbacks.throughput import Throughput
 from rnnlab.training.checkpoint import check_vocab
 from rnnlab.training.module import RNNLMModule
+from rnnlab.training.peak_memory import peak_memory_mb, reset_peak_memory
 from rnnlab.training.record import SPLITS, log_hparams, run_record
 
 # Lightning's own use of a deprecated torch API; nothing a user can act on.
@@ -163,9 +164,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print_auto_output(module.net.config.output, module.net.vocab_size)
     if cfg.get("ckpt_path"):
         check_vocab(cfg.ckpt_path, datamodule.vocab)
-    start = time.perf_counter()
+    start, start_mb = time.perf_counter(), reset_peak_memory()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     wall_seconds = time.perf_counter() - start
+    memory = {"rss_start_mb": start_mb, "peak_rss_mb": peak_memory_mb()}
     if cfg.get("test") and datamodule.has_split("test"):  # a 90/10 split has no test text
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
@@ -173,7 +175,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
         )
     config = OmegaConf.to_container(cfg, resolve=True)
-    record = run_record(module, throughput, trainer, wall_seconds, config)  # type: ignore[arg-type]
+    record = run_record(module, throughput, trainer, wall_seconds, config, memory)  # type: ignore[arg-type]
     if trainer.is_global_zero:
         write_text_atomically(out / "metrics.json", json.dumps(record, indent=2) + "\n")
         log_hparams(trainer.loggers, record)

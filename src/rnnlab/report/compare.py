@@ -34,7 +34,7 @@ import rich.table
 from rnnlab.atomic import write_text_atomically
 from rnnlab.errors import UserError
 from rnnlab.nn import BACKENDS
-from rnnlab.report.mixers import MINUTES, minutes_table, plot_mixers
+from rnnlab.report.mixers import COST_COLUMNS, MINUTES, minutes_table, plot_mixers
 from rnnlab.report.plots import plot_curves, plot_tokens_per_sec
 from rnnlab.report.runs import SHOWN, find_runs, read_curves, read_run
 from rnnlab.report.tables import RUN_COLUMNS, cell, csv_text, markdown_table, run_row, run_rows
@@ -216,7 +216,7 @@ def compare(paths: list[Path], out_dir: Path | None = None, verbose: bool = True
     shown = [dict(zip(header, line, strict=True)) for line in body]
     markdown += markdown_table(tuple(header), shown)
     minutes = minutes_table(runs)
-    minute_columns = ("cell", "runs", *(f"val at {m} min" for m in MINUTES))
+    minute_columns = ("cell", "runs", *(f"val at {m} min" for m in MINUTES), *COST_COLUMNS.values())
     markdown += "\n## Val loss by wall-clock time, by cell (mean over runs)\n\n"
     markdown += markdown_table(minute_columns, minutes)
     write_text_atomically(out_dir / "comparison.md", markdown)

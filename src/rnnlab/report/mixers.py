@@ -1,6 +1,7 @@
 """The mixers side by side, as the equal-budget comparison reads them: val loss against
 wall-clock time and against tokens seen, one line per cell (the mean over its seeds, with
-a band from the lowest to the highest), and each cell's val loss at fixed minutes.
+a band from the lowest to the highest), and each cell's val loss at fixed minutes beside
+its parameters, training tokens per second and peak memory.
 
 Drawn from the TensorBoard curves every run writes (``val/loss`` at each validation): the
 time is the event's wall clock since the run's first event, the tokens are the step times
@@ -12,6 +13,7 @@ line and the table say what was known at that time.
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ MIXER_PLOTS = (
     ("val_loss_by_time_per_cell", "seconds", "wall-clock minutes"),
     ("val_loss_by_tokens_per_cell", "tokens", "tokens seen (millions)"),
 )
+
+#: metrics.json's figures of what a run costs, and their columns in the minutes table
+COST_COLUMNS = {"num_params": "params", "tokens_per_sec": "tokens/s", "peak_rss_mb": "peak MB"}
 
 Curve = list[tuple[float, float]]
 
@@ -97,13 +102,18 @@ def plot_mixers(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
 
 
 def minutes_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per cell: its runs, and the mean val loss known at each of :data:`MINUTES`
-    over the runs that had validated by then (blank where none had)."""
+    """One row per cell: its runs, the mean val loss known at each of :data:`MINUTES` over
+    the runs that had validated by then (blank where none had), and what the finished runs
+    cost: their mean parameters, training tokens per second and peak resident MB."""
     rows = []
     for cell, curves in per_cell(runs, "seconds").items():
         row: dict[str, Any] = {"cell": cell, "runs": len(curves)}
         for minutes in MINUTES:
             known = [v for c in curves if (v := known_at(c, 60.0 * minutes)) is not None]
             row[f"val at {minutes} min"] = statistics.fmean(known) if known else None
+        finished = [r["metrics"] for r in runs if cell_of(r) == cell and r.get("metrics")]
+        for key, column in COST_COLUMNS.items():
+            values = [m[key] for m in finished if math.isfinite(m.get(key) or math.nan)]
+            row[column] = round(statistics.fmean(values)) if values else None
         rows.append(row)
     return rows

@@ -51,8 +51,10 @@ def run_record(
     trainer: L.Trainer,
     wall_seconds: float,
     config: dict[str, Any],
+    memory: dict[str, float | None],
 ) -> dict[str, Any]:
-    """Everything metrics.json records about a finished run (token counts over all ranks)."""
+    """Everything metrics.json records about a finished run (token counts over all ranks;
+    ``memory``: this rank's resident MB when training started and at its peak)."""
     world = trainer.world_size  # under DDP every rank trains as many tokens as this one
     return {
         **module.final_metrics(),
@@ -62,6 +64,7 @@ def run_record(
         "world_size": world,
         "train_seconds": throughput.seconds,
         "wall_seconds": wall_seconds,
+        **memory,
         "torch_threads": torch.get_num_threads(),
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
