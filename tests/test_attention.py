@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnnlab.cli.inspect import read_through_windows
 from rnnlab.errors import UserError
 from rnnlab.nn.attention import (
     CausalAttention,
@@ -211,6 +212,36 @@ def test_an_attention_run_trains_samples_and_resolves_its_window(
     assert ModelConfig.from_settings(config.model).for_window(config.data.seq_len).window == 16
     sampled = cli("sample", f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}", "num_tokens=30")
     assert sampled.code == 0, sampled.err[-3000:]
-    inspected = cli("inspect", f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}", "text=line")
-    assert inspected.code == 1
-    assert "an attention model (model.cell=attention) has none" in inspected.err
+    text = tmp_path / "text.txt"  # three lines, longer than the window of 16
+    text.write_text("".join(TINY_TEXT.splitlines(keepends=True)[:3]), encoding="utf-8")
+    inspected = cli(
+        "inspect",
+        f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}",
+        f"text={text}",
+        f"hydra.run.dir={tmp_path / 'inspect'}",
+    )
+    assert inspected.code == 0, inspected.err[-3000:]
+    assert (tmp_path / "inspect/inspect.html").is_file()
+
+
+@pytest.mark.parametrize("layer", [0, -1])
+def test_inspecting_attention_reads_each_token_as_sampling_does(layer: int):
+    """Each token's units (its block's attention output) and next-token log-probabilities
+    are those of the window sampling reads it in: the whole text at once while it fits,
+    then windows restarted from their latest half, recomputed here from scratch."""
+    net = attention_model(window=6).double().eval()
+    ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3]
+    acts, log_probs = read_through_windows(net, ids, layer)
+    assert acts.shape == (len(ids), 16) and log_probs.shape == (len(ids), VOCAB)
+    outputs = []
+    mixer = net.rnn.blocks[layer].mixer
+    hook = mixer.register_forward_hook(lambda module, args, out: outputs.append(out[0]))
+    start = 0  # the window's first token, as Reader moves it
+    with torch.no_grad():
+        for t in range(len(ids)):
+            if t - start >= 6:
+                start = t - 6 // 2 + 1
+            logits = net(torch.tensor([ids[start : t + 1]]))[0][0, -1]
+            assert float((log_probs[t] - logits.log_softmax(-1)).abs().max()) < 1e-10
+            assert float((acts[t] - outputs[-1][-1, 0]).abs().max()) < 1e-10
+    hook.remove()

@@ -3,8 +3,9 @@
 Runs the checkpoint's model over the text once (from a zero state, through the probes'
 :func:`rnnlab.nn.dynamics.trace`, so both backends give the same page), and writes
 ``inspect.html`` and ``inspect.png`` in the run's output directory
-(:mod:`rnnlab.report.units` draws them). Tokens the model never saw are refused or
-mapped to ``<unk>`` as in ``rnnlab-sample``.
+(:mod:`rnnlab.report.units` draws them). An attention model reads the text as sampling
+does, through a key/value cache over its window, and its units are each attention mixer's
+output. Tokens the model never saw are refused or mapped to ``<unk>`` as in ``rnnlab-sample``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ import numpy as np
 import rich
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
 from rnnlab.cli.app import config_dir, exit_on_user_error
 from rnnlab.cli.checks import check_inspect
 from rnnlab.cli.sample import torch_device
 from rnnlab.data.vocab import EOS, Vocab
 from rnnlab.errors import UserError
+from rnnlab.nn.attention import key_value_cache
 from rnnlab.nn.dynamics import trace
+from rnnlab.nn.lm import RNNLM
+from rnnlab.nn.sampling import Reader
 from rnnlab.report.units import pick_units, text_features, write_page, write_png
 from rnnlab.training.module import RNNLMModule
 
@@ -77,11 +82,6 @@ def display_pieces(vocab: Vocab, ids: list[int], text: str) -> list[str]:
 def inspect(module: RNNLMModule, text: str, layer: int, allow_unknown: bool) -> Inspection:
     """Run ``module``'s model over ``text`` and read what inspection shows."""
     net, vocab = module.net, module.vocab
-    if net.window is not None:
-        raise UserError(
-            "rnnlab-inspect shows a recurrent layer's units, and an attention model "
-            "(model.cell=attention) has none; inspect a recurrent model."
-        )
     if not -1 <= layer < net.config.num_layers:
         raise UserError(
             f"layer must be -1 or 0 .. {net.config.num_layers - 1} "
@@ -90,18 +90,45 @@ def inspect(module: RNNLMModule, text: str, layer: int, allow_unknown: bool) -> 
     if not text:
         raise UserError("text is empty; give the text to inspect or a file's path.")
     ids = vocab.prompt_ids(text, allow_unknown)
-    tokens = torch.tensor([ids], device=next(net.parameters()).device)
-    tr = trace(net, tokens)
-    acts = torch.stack(tr.hidden(layer)[1:])[:, 0].double().cpu().numpy()  # (T, H)
-    log_probs = tr.log_probs[0].double().cpu()  # (T, V): the next token's, at each position
+    if net.window is None:
+        tr = trace(net, torch.tensor([ids], device=next(net.parameters()).device))
+        acts = torch.stack(tr.hidden(layer)[1:])[:, 0]  # (T, H)
+        log_probs = tr.log_probs[0]  # (T, V): the next token's, at each position
+    else:
+        acts, log_probs = read_through_windows(net, ids, layer)
+    acts, log_probs = acts.double().cpu().numpy(), log_probs.double().cpu()
     losses = np.full(len(ids), np.nan)
-    losses[1:] = (-log_probs[:-1].gather(1, tokens[0, 1:, None].cpu())).squeeze(1).numpy()
+    losses[1:] = (-log_probs[:-1].gather(1, torch.tensor(ids[1:])[:, None])).squeeze(1).numpy()
     top = log_probs.exp().topk(min(TOP_K, log_probs.shape[1]), dim=1)
     top5 = [
         [(vocab.itos[int(i)], float(p)) for p, i in zip(ps, ix, strict=True)]
         for ps, ix in zip(top.values, top.indices, strict=True)
     ]
     return Inspection(display_pieces(vocab, ids, text), acts, losses, top5)
+
+
+def read_through_windows(net: RNNLM, ids: list[int], layer: int) -> tuple[Tensor, Tensor]:
+    """An attention model's units and next-token log-probabilities at each of ``ids``, read
+    as sampling reads (:class:`~rnnlab.nn.sampling.Reader`: a key/value cache over the
+    training window). A layer's units are its mixer's output, as a recurrent block's are its
+    state: ``(T, H)`` and ``(T, V)``."""
+    outputs: list[Tensor] = []
+    mixer = net.rnn.blocks[layer].mixer
+    hook = mixer.register_forward_hook(lambda module, args, out: outputs.append(out[0]))
+    training = net.training
+    net.eval()
+    try:
+        with key_value_cache(net):
+            reader = Reader(net, ids[: net.window])
+            acts, logits = [outputs[-1][:, 0]], [reader.logits[0]]
+            for token in ids[net.window :]:
+                reader.feed(token)
+                acts.append(outputs[-1][-1:, 0])
+                logits.append(reader.logits[0, -1:])
+    finally:
+        hook.remove()
+        net.train(training)
+    return torch.cat(acts), torch.cat(logits).log_softmax(-1)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> tuple[Path, Path]:

@@ -38,6 +38,40 @@ def next_token(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+class Reader:
+    """A model reading a stream of tokens one after another, as it read them in training.
+
+    A recurrent model carries its state, which holds everything before. A model with a
+    ``window`` (attention) reads a window as it was trained to: its state is the window's
+    keys and values (:func:`~rnnlab.nn.attention.key_value_cache`, which must be on); when
+    the window is full it starts again from its latest half, recomputed. So every token
+    is read with between ``window // 2`` and ``window`` tokens before it, and gives what a
+    fresh window would.
+
+    ``logits`` are the model's ``(1, T, V)`` from its last call, whose last ``fresh``
+    positions are the tokens that call added.
+    """
+
+    def __init__(self, model: nn.Module, ids: list[int]) -> None:
+        self.model, self.window = model, getattr(model, "window", None)
+        self.device = next(model.parameters()).device
+        self.context = list(ids[-self.window :] if self.window else ids)
+        self.logits, self.hidden = model(torch.tensor([self.context], device=self.device))
+        self.fresh = len(self.context)
+
+    def feed(self, token: int) -> None:
+        """Read one more token."""
+        self.context.append(token)
+        if self.window and len(self.context) > self.window:  # from the latest half again
+            self.context = self.context[-max(1, self.window // 2) :]
+            self.logits, self.hidden = self.model(torch.tensor([self.context], device=self.device))
+        else:
+            self.logits, self.hidden = self.model(
+                torch.tensor([[token]], device=self.device), self.hidden
+            )
+        self.fresh = 1
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -48,37 +82,22 @@ def generate(
     greedy: bool = False,
     seed: int = 0,
 ) -> list[int]:
-    """``num_tokens`` ids continuing ``ids``, carrying the state token by token.
-
-    A recurrent model's state carries everything before. A model with a ``window``
-    (attention) reads a window as it was trained to: its state is the window's keys and
-    values (:func:`~rnnlab.nn.attention.key_value_cache`); when the window is full it
-    starts again from its latest half, recomputed. So every step sees between
-    ``window // 2`` and ``window`` tokens, and computes what a fresh window would.
-    """
+    """``num_tokens`` ids continuing ``ids``, each read back as :class:`Reader` reads."""
     if temperature <= 0:
         raise UserError(f"temperature must be above 0, got {temperature}; use greedy=true instead.")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    window: int | None = getattr(model, "window", None)
-    context = list(ids[-window:] if window else ids)
     out: list[int] = []
     with key_value_cache(model):
-        logits, hidden = model(torch.tensor([context], device=device))
+        reader = Reader(model, ids)
         for _ in range(num_tokens):
-            last = logits[0, -1].float().cpu()
+            last = reader.logits[0, -1].float().cpu()
             token = (
                 int(last.argmax()) if greedy else next_token(last, temperature, top_k, generator)
             )
             out.append(token)
-            context.append(token)
-            if window and len(context) > window:  # a new window from the latest half
-                context = context[-max(1, window // 2) :]
-                logits, hidden = model(torch.tensor([context], device=device))
-            else:
-                logits, hidden = model(torch.tensor([[token]], device=device), hidden)
+            reader.feed(token)
     model.train(was_training)
     return out
 
