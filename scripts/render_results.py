@@ -7,6 +7,8 @@ what ``--check`` (and tests/test_results.py) hold.
     python scripts/render_results.py                       # rewrite docs/results.md
     python scripts/render_results.py --check               # exit 1 if docs/results.md is stale
     python scripts/render_results.py --add <run dir> --name word_rnn   # a run's metrics.json
+    python scripts/render_results.py --add-csv <report>/comparison_minutes.csv \
+        --name mixers_minutes --columns cell "val at 29 min" tokens/s   # a report's table
 
 A record is one JSON object. Every record has ``title``, ``section`` (a key of SECTIONS),
 ``source`` ("run": copied from a run's metrics.json; "transcribed": copied once from an
@@ -29,6 +31,7 @@ Standard library only: it runs before (and without) ``make setup``.
 from __future__ import annotations
 
 import argparse
+import csv
 import decimal
 import json
 import math
@@ -374,15 +377,69 @@ def add(run_dir: Path, name: str, metric: str | None, folder: Path = RECORDS) ->
     return path
 
 
+def csv_number(text: str) -> Any:
+    """A CSV cell as the record keeps it: a whole number, a float to 4 decimals (whole from
+    100 up, as tokens/s are), the text itself, or None when empty."""
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if value.is_integer() or abs(value) >= 100:
+        return round(value)
+    return round(value, 4)
+
+
+def add_csv(csv_path: Path, name: str, columns: list[str], folder: Path = RECORDS) -> Path:
+    """Put ``columns`` of a table rnnlab-compare wrote (comparison.csv, the minutes) into the
+    record ``name`` as its table, row by row; the record's title, section, order, command and
+    notes stay as they were."""
+    with csv_path.open(encoding="utf-8", newline="") as file:
+        found = list(csv.DictReader(file))
+    header = list(found[0]) if found else []
+    missing = [c for c in columns if c not in header]
+    if missing or not found:
+        raise ValueError(
+            f"{csv_path} has no column {missing[0]!r}; it has {header}"
+            if missing
+            else f"{csv_path} has no rows"
+        )
+    path = folder / f"{name}.json"
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record = {
+        "title": old.get("title", name),
+        "section": old.get("section", "runs"),
+        "order": old.get("order", 0),
+        "source": "run",
+        **{k: old[k] for k in ("command", "machine") if k in old},
+        "columns": columns,
+        "rows": [[csv_number(row[c]) for c in columns] for row in found],
+        **({"notes": old["notes"]} if "notes" in old else {}),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=Path, default=RECORDS, help="the records' folder")
     parser.add_argument("--out", type=Path, default=PAGE, help="the page to write")
     parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
     parser.add_argument("--add", type=Path, metavar="RUN_DIR", help="a run directory to add")
-    parser.add_argument("--name", help="the record a run goes into (with --add)")
+    parser.add_argument("--add-csv", type=Path, metavar="CSV", help="a table to add")
+    parser.add_argument("--columns", nargs="+", help="the CSV's columns to keep (with --add-csv)")
+    parser.add_argument("--name", help="the record a run or table goes into")
     parser.add_argument("--metric", help="split/name of the headline number, e.g. val/loss")
     args = parser.parse_args(argv)
+    if args.add_csv:
+        if not args.name or not args.columns:
+            parser.error("--add-csv needs --name and --columns")
+        try:
+            print(f"wrote {add_csv(args.add_csv, args.name, args.columns, args.records)}")
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
     if args.add:
         if not args.name:
             parser.error("--add needs --name, the preset's record")

@@ -116,7 +116,7 @@ def test_a_runs_metrics_json_becomes_a_record(renderer, trained_run: Path, tmp_p
     assert run["tokens_per_sec"] == round(metrics["tokens_per_sec"])
     if metrics["peak_rss_mb"] is not None:  # and it shows in the table
         assert run["peak_rss_mb"] == round(metrics["peak_rss_mb"])
-        assert f"| {run['peak_rss_mb']} |" in out.read_text()
+        assert f"| {renderer.fmt(run['peak_rss_mb'])} |" in out.read_text()
     assert run["machine"] == metrics["machine"]
     assert record["command"].startswith("rnnlab-train")
 
@@ -153,3 +153,30 @@ def test_a_run_joins_the_seeds_transcribed_one_by_one(renderer, trained_run: Pat
     page = out.read_text()
     assert "| 1 (transcribed) |" in page and page.count(" (transcribed) |") == 2
     assert f"| {renderer.MIXED} |" in page
+
+
+def test_a_table_rnnlab_compare_wrote_becomes_a_record(renderer, tmp_path: Path, capsys):
+    """--add-csv keeps the columns asked for, in their order, numbers as numbers (tokens/s
+    whole, losses to 4 decimals, blanks as None), and the record's own words stay."""
+    report = tmp_path / "comparison_minutes.csv"
+    report.write_text(
+        "cell,runs,val at 5 min,val at 29 min,tokens/s\n"
+        "gru,2,1.91234567,1.6012345,5123.456\n"
+        "attention,1,,1.7,4857.0\n"
+    )
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "minutes.json").write_text(
+        json.dumps({"title": "Mixers by minute", "section": "runs", "notes": ["Why."]})
+    )
+    args = ["--records", str(records), "--out", str(tmp_path / "results.md"), "--name", "minutes"]
+    columns = ["--columns", "cell", "val at 29 min", "val at 5 min", "tokens/s"]
+    assert renderer.main(["--add-csv", str(report), *args, *columns]) == 0
+    record = json.loads((records / "minutes.json").read_text())
+    assert record["columns"] == ["cell", "val at 29 min", "val at 5 min", "tokens/s"]
+    assert record["rows"] == [["gru", 1.6012, 1.9123, 5123], ["attention", 1.7, None, 4857]]
+    assert record["title"] == "Mixers by minute" and record["notes"] == ["Why."]
+    assert "| gru | 1.6012 | 1.9123 | 5,123 |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        renderer.main(["--add-csv", str(report), *args, "--columns", "cell", "no such"])
+    assert "has no column 'no such'" in capsys.readouterr().err

@@ -20,6 +20,7 @@ RUN_COLUMNS = (
     "status",
     "overrides",
     *SHOWN,
+    "val_loss",
     "val_ppl",
     "best_val_ppl",
     "val_bpc",
@@ -52,6 +53,7 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
     metrics = run["metrics"]
     if metrics:
         row.update(
+            val_loss=metrics["val"].get("loss"),
             val_ppl=metrics["val"].get("ppl"),
             best_val_ppl=metrics["best_val"].get("ppl"),
             val_bpc=metrics["val"].get("bpc"),
