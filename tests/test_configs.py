@@ -192,3 +192,19 @@ def test_experiment_mixers_gives_every_mixer_about_the_same_parameters(tmp_path:
     compose_train(["experiment=mixers"], output_dir=tmp_path)
     assert HydraConfig.get().sweeper.params.mixer.split(",") == list(MIXERS)
     assert HydraConfig.get().launcher.n_jobs == 2
+
+
+def test_a_mixer_goes_over_any_experiments_core(tmp_path: Path):
+    """mixer=<name> sets the cell, backend and width over what the experiment chose, and
+    the rest of the experiment stays: the word leg runs the mixers on word_mingru's blocks."""
+    word = compose_train(["experiment=word_mingru"], output_dir=tmp_path)
+    cfg = compose_train(["experiment=word_mingru", "mixer=attention"], output_dir=tmp_path)
+    assert (cfg.model.cell, cfg.model.backend, cfg.model.hidden_size) == (
+        "attention",
+        "builtin",
+        240,
+    )
+    assert (cfg.data.seq_len, cfg.model.num_layers) == (word.data.seq_len, word.model.num_layers)
+    assert cfg.trainer.max_time == word.trainer.max_time
+    compose_train(["experiment=word_mixers"], output_dir=tmp_path)
+    assert HydraConfig.get().sweeper.params.mixer.split(",") == ["mingru", "lstm", "attention"]
