@@ -8,7 +8,9 @@ gradient), B=32, H=256 by default, for T in ``--steps-list``:
 - ``<cell> <scan> autograd``: the same forward under autograd;
 - ``mingru log-space autograd``: the paper's parallel form, ``h~ = g(x)`` kept positive
   and the scan in log space (``cumsum`` and ``logcumsumexp``, Heinsen 2023), under
-  autograd: the alternative to rnnlab's recursive doubling, measured, not shipped.
+  autograd: an alternative to rnnlab's recursive doubling, measured, not shipped;
+- ``mingru chunked autograd``: the other one, a chunked scan (sequential across chunks of
+  16 steps, closed form within each), under autograd; measured, not shipped.
 
 and, in a second table, the scan's backward alone (``dL/da``, ``dL/db``, ``dL/dh0`` from
 ``dL/dh``; the forward not timed): rnnlab's hand-written :func:`rnnlab.nn.scan.scan_backward`
@@ -40,6 +42,8 @@ from rnnlab.nn.minlstm import MinLSTM
 from rnnlab.nn.scan import SCANS, parallel_scan, scan, scan_backward, sequential_scan
 
 CELLS = {"mingru": MinGRU, "minlstm": MinLSTM}
+#: steps per chunk of the chunked scan: its weights take C^2 B H numbers
+CHUNK = 16
 #: goals on 2 cores: the default mode against nn.GRU and against the autograd loop, and the
 #: hand-written backward against autograd's through the parallel scan (at T=256)
 GOALS = {"vs_gru": 0.25, "vs_autograd_loop": 0.05, "parallel_manual_speedup": 3.0}
@@ -54,6 +58,29 @@ def log_space_mingru(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
     return (a_star + (log_z + log_candidate - a_star).logcumsumexp(0)).exp()
 
 
+def chunked_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """Sequential across chunks of :data:`CHUNK` steps, closed form within each: with ``c_t``
+    the cumulative ``log a`` from the chunk's start, ``h_t = e^{c_t} h_start + sum_{s<=t}
+    e^{c_t - c_s} b_s``, a ``(C, C)`` weight per channel (Mamba-2's chunked form; ``a > 0``)."""
+    outputs, h = [], h0
+    for start in range(0, a.shape[0], CHUNK):
+        c = a[start : start + CHUNK].log().cumsum(0)  # (C, B, H)
+        steps = c.shape[0]
+        later = torch.ones(steps, steps, dtype=torch.bool).tril().view(steps, steps, 1, 1)
+        weights = (c[:, None] - c[None, :]).masked_fill(~later, float("-inf")).exp()
+        chunk = (weights * b[start : start + CHUNK][None]).sum(1) + c.exp() * h
+        outputs.append(chunk)
+        h = chunk[-1]
+    return torch.cat(outputs)
+
+
+def chunked_mingru(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """minGRU with :func:`chunked_scan`, under autograd, h0 = 0."""
+    p_z, candidate = F.linear(x, weight, bias).chunk(2, dim=-1)
+    z = torch.sigmoid(p_z)
+    return chunked_scan(1 - z, z * candidate, x.new_zeros(x.shape[1:-1] + (weight.shape[0] // 2,)))
+
+
 def step_of(variant: str, steps: int, batch: int, hidden: int) -> Callable[[], None]:
     """One forward and backward of one layer (and its input projection) for ``variant``."""
     torch.manual_seed(0)
@@ -62,9 +89,10 @@ def step_of(variant: str, steps: int, batch: int, hidden: int) -> Callable[[], N
     if variant == "nn.GRU":
         layer: torch.nn.Module = torch.nn.GRU(hidden, hidden)
         run = lambda: layer(x)[0]  # noqa: E731
-    elif variant.startswith("mingru log-space"):
+    elif variant.startswith("mingru log-space") or variant.startswith("mingru chunked"):
         layer = torch.nn.Linear(hidden, 2 * hidden)
-        run = lambda: log_space_mingru(x, layer.weight, layer.bias)  # noqa: E731
+        form = log_space_mingru if "log-space" in variant else chunked_mingru
+        run = lambda: form(x, layer.weight, layer.bias)  # noqa: E731
     else:
         cell, scan, bptt = variant.split()
         layer = CELLS[cell](hidden, hidden, scan=scan, bptt=bptt)
@@ -104,7 +132,7 @@ def scan_backward_of(variant: str, steps: int, batch: int, hidden: int) -> Calla
 
 
 def variants() -> list[str]:
-    names = ["nn.GRU", "mingru log-space autograd"]
+    names = ["nn.GRU", "mingru log-space autograd", "mingru chunked autograd"]
     for cell in CELLS:
         for mode in SCANS:
             names += [f"{cell} {mode} manual", f"{cell} {mode} autograd"]
@@ -147,6 +175,7 @@ def accuracy(steps: int = 4096) -> dict[str, float]:
     return {
         "doubling": float((parallel_scan(a, b, h0) - reference).abs().max()),
         "log-space": float((log_space - reference).abs().max()),
+        "chunked": float((chunked_scan(a, b, h0) - reference).abs().max()),
     }
 
 
