@@ -15,7 +15,16 @@ from omegaconf import OmegaConf
 
 import rnnlab.report.sweep
 from rnnlab.report.compare import compare
-from rnnlab.report.mixers import MINUTES, MIXER_PLOTS, known_at, val_curve
+from rnnlab.report.mixers import (
+    MINUTES,
+    MIXER_PLOTS,
+    crossings,
+    crossings_markdown,
+    known_at,
+    leaders,
+    minutes_table,
+    val_curve,
+)
 from rnnlab.report.plots import CURVES, bar_heights
 from rnnlab.report.runs import read_curves
 from rnnlab.report.sweep import SweepReport
@@ -398,3 +407,32 @@ def test_a_runs_val_curve_by_tokens_and_what_was_known_when():
     assert val_curve(run, "tokens") == [(320.0, 3.0), (640.0, 2.5)]
     curve = val_curve(run, "seconds")
     assert [known_at(curve, x) for x in (59.0, 60.0, 119.9, 500.0)] == [None, 3.0, 3.0, 2.5]
+
+
+def synthetic_run(cell: str, points: list[tuple[int, float, float]]) -> dict:
+    """A run of ``cell`` whose val loss was ``value`` at ``(step, wall seconds, value)``."""
+    return {
+        "shown": {"cell": cell},
+        "curves": {"val/loss": points},
+        "start": 0.0,
+        "settings": {"data.batch_size": 10, "data.seq_len": 100},  # 1,000 tokens a step
+    }
+
+
+def test_where_two_lines_cross_and_who_leads_at_each_minute():
+    """The fast starter leads by time until the other passes it (at 20 minutes); by tokens
+    the other, which reads half as many tokens a second, is ahead from the start."""
+    fast = synthetic_run("lstm", [(100, 300, 2.0), (200, 900, 1.8), (300, 1500, 1.7)])
+    slow = [
+        synthetic_run("attention", [(50, 300, 2.4), (100, 900, 1.9), (150, 1200, 1.6)]),
+        synthetic_run("attention", [(50, 300, 2.2), (100, 900, 1.9), (150, 1200, 1.5)]),
+    ]
+    runs = [fast, *slow]
+    assert crossings(runs, "seconds") == [{"seconds": 1200, "ahead": "attention", "behind": "lstm"}]
+    assert crossings(runs, "tokens") == []
+    rows = minutes_table(runs)
+    assert leaders(rows) == {5: "lstm", 10: "lstm", 20: "attention", 29: "attention"}
+    text = crossings_markdown(runs, rows)
+    assert "Ahead: lstm at 5 min, lstm at 10 min, attention at 20 min" in text
+    assert "| 20.0 | attention | lstm |" in text and "By tokens: no lines cross." in text
+    assert crossings([fast], "seconds") == []

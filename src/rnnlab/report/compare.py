@@ -12,7 +12,7 @@ Reads each run's metrics.json, config.yaml and TensorBoard events
 - the mixers side by side (:mod:`rnnlab.report.mixers`): val loss against wall-clock time
   and against tokens seen, a line per cell with a band over its seeds, and in
   ``comparison.md`` (and ``comparison_minutes.csv``) each cell's val loss at 5, 10, 20 and
-  29 minutes.
+  29 minutes with its tokens/s and peak memory, who leads at each, and where lines cross.
 
 Runs still going, killed, failed or unreadable are listed with their status; their
 missing numbers are left out of the groups, and their curves are drawn as far as they
@@ -34,7 +34,13 @@ import rich.table
 from rnnlab.atomic import write_text_atomically
 from rnnlab.errors import UserError
 from rnnlab.nn import BACKENDS
-from rnnlab.report.mixers import COST_COLUMNS, MINUTES, minutes_table, plot_mixers
+from rnnlab.report.mixers import (
+    COST_COLUMNS,
+    MINUTES,
+    crossings_markdown,
+    minutes_table,
+    plot_mixers,
+)
 from rnnlab.report.plots import plot_curves, plot_tokens_per_sec
 from rnnlab.report.runs import SHOWN, find_runs, read_curves, read_run
 from rnnlab.report.tables import RUN_COLUMNS, cell, csv_text, markdown_table, run_row, run_rows
@@ -219,6 +225,7 @@ def compare(paths: list[Path], out_dir: Path | None = None, verbose: bool = True
     minute_columns = ("cell", "runs", *(f"val at {m} min" for m in MINUTES), *COST_COLUMNS.values())
     markdown += "\n## Val loss by wall-clock time, by cell (mean over runs)\n\n"
     markdown += markdown_table(minute_columns, minutes)
+    markdown += "\n## Where the lines cross\n\n" + crossings_markdown(runs, minutes)
     write_text_atomically(out_dir / "comparison.md", markdown)
     write_text_atomically(out_dir / "comparison.csv", csv_text(RUN_COLUMNS, rows))
     write_text_atomically(out_dir / "comparison_groups.csv", csv_text(group_columns(keys), groups))

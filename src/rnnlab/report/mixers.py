@@ -1,7 +1,8 @@
 """The mixers side by side, as the equal-budget comparison reads them: val loss against
 wall-clock time and against tokens seen, one line per cell (the mean over its seeds, with
-a band from the lowest to the highest), and each cell's val loss at fixed minutes beside
-its parameters, training tokens per second and peak memory.
+a band from the lowest to the highest), each cell's val loss at fixed minutes beside
+its parameters, training tokens per second and peak memory, which cell leads at each of
+those minutes, and where two cells' lines cross, by time and by tokens.
 
 Drawn from the TensorBoard curves every run writes (``val/loss`` at each validation): the
 time is the event's wall clock since the run's first event, the tokens are the step times
@@ -117,3 +118,60 @@ def minutes_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[column] = round(statistics.fmean(values)) if values else None
         rows.append(row)
     return rows
+
+
+def crossings(runs: list[dict[str, Any]], x_axis: str) -> list[dict[str, Any]]:
+    """Where two cells' mean lines cross: for each pair, each x (seconds or tokens) at which
+    the one behind before is ahead from then on, ordered by x. Both lines are read as the
+    plots draw them (the last value known), at every x where both have one."""
+    means = {cell: band(curves)[:2] for cell, curves in per_cell(runs, x_axis).items()}
+    found = []
+    cells = list(means)
+    for i, first in enumerate(cells):
+        for second in cells[i + 1 :]:
+            a, b = list(zip(*means[first], strict=True)), list(zip(*means[second], strict=True))
+            start = max(a[0][0], b[0][0])
+            xs = sorted({x for x, _ in a + b if x >= start})
+            ahead = None
+            for x in xs:
+                gap = (known_at(a, x) or 0.0) - (known_at(b, x) or 0.0)
+                now = first if gap < 0 else second if gap > 0 else ahead
+                if ahead is not None and now != ahead:
+                    behind = second if now == first else first
+                    found.append({x_axis: x, "ahead": now, "behind": behind})
+                ahead = now
+    return sorted(found, key=lambda row: row[x_axis])
+
+
+def leaders(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """The cell with the lowest val loss at each of :data:`MINUTES` (of :func:`minutes_table`'s
+    rows; a minute no cell had reached is left out)."""
+    ahead = {}
+    for minutes in MINUTES:
+        known = [(row[f"val at {minutes} min"], row["cell"]) for row in rows]
+        known = [pair for pair in known if pair[0] is not None]
+        if known:
+            ahead[minutes] = min(known)[1]
+    return ahead
+
+
+def crossings_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """Who leads at each minute of the table, and where the lines cross, by time and by
+    tokens: what the answer to "which mixer, for which budget?" reads."""
+    lines = ["Ahead: " + ", ".join(f"{cell} at {m} min" for m, cell in leaders(rows).items())]
+    for x_axis, unit, scale in (("seconds", "minutes", 60.0), ("tokens", "M tokens", 1e6)):
+        crossed = crossings(runs, x_axis)
+        if not crossed:
+            lines += ["", f"By {x_axis}: no lines cross."]
+            continue
+        lines += [
+            "",
+            f"By {x_axis}:",
+            "",
+            f"| {unit} | ahead from then | behind |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {row[x_axis] / scale:.1f} | {row['ahead']} | {row['behind']} |" for row in crossed
+        ]
+    return "\n".join(lines) + "\n"
