@@ -22,7 +22,9 @@ from rnnlab.report.mixers import (
     crossings_markdown,
     known_at,
     leaders,
+    minute_columns,
     minutes_table,
+    table_minutes,
     val_curve,
 )
 from rnnlab.report.plots import CURVES, bar_heights
@@ -436,3 +438,15 @@ def test_where_two_lines_cross_and_who_leads_at_each_minute():
     assert "Ahead: lstm at 5 min, lstm at 10 min, attention at 20 min" in text
     assert "| 20.0 | attention | lstm |" in text and "By tokens: no lines cross." in text
     assert crossings([fast], "seconds") == []
+
+
+def test_a_long_run_is_read_at_each_half_hour_it_reached():
+    """Two-hour runs (the crossover) add 60, 90 and 120 minutes to the table."""
+    long = synthetic_run("mingru", [(100, 1800, 1.6), (200, 7200, 1.4)])
+    short = synthetic_run("attention", [(100, 1700, 1.7)])
+    assert table_minutes([short]) == [5, 10, 20, 29]
+    assert table_minutes([long, short]) == [5, 10, 20, 29, 60, 90, 120]
+    rows = {row["cell"]: row for row in minutes_table([long, short])}
+    assert rows["mingru"]["val at 90 min"] == 1.6 and rows["mingru"]["val at 120 min"] == 1.4
+    assert rows["attention"]["val at 120 min"] == 1.7  # its last value, as the plots draw it
+    assert "val at 120 min" in minute_columns(table_minutes([long, short]))

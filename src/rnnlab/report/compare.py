@@ -35,11 +35,11 @@ from rnnlab.atomic import write_text_atomically
 from rnnlab.errors import UserError
 from rnnlab.nn import BACKENDS
 from rnnlab.report.mixers import (
-    COST_COLUMNS,
-    MINUTES,
     crossings_markdown,
+    minute_columns,
     minutes_table,
     plot_mixers,
+    table_minutes,
 )
 from rnnlab.report.plots import plot_curves, plot_tokens_per_sec
 from rnnlab.report.runs import SHOWN, find_runs, read_curves, read_run
@@ -222,14 +222,14 @@ def compare(paths: list[Path], out_dir: Path | None = None, verbose: bool = True
     shown = [dict(zip(header, line, strict=True)) for line in body]
     markdown += markdown_table(tuple(header), shown)
     minutes = minutes_table(runs)
-    minute_columns = ("cell", "runs", *(f"val at {m} min" for m in MINUTES), *COST_COLUMNS.values())
+    columns = minute_columns(table_minutes(runs))
     markdown += "\n## Val loss by wall-clock time, by cell (mean over runs)\n\n"
-    markdown += markdown_table(minute_columns, minutes)
+    markdown += markdown_table(columns, minutes)
     markdown += "\n## Where the lines cross\n\n" + crossings_markdown(runs, minutes)
     write_text_atomically(out_dir / "comparison.md", markdown)
     write_text_atomically(out_dir / "comparison.csv", csv_text(RUN_COLUMNS, rows))
     write_text_atomically(out_dir / "comparison_groups.csv", csv_text(group_columns(keys), groups))
-    write_text_atomically(out_dir / "comparison_minutes.csv", csv_text(minute_columns, minutes))
+    write_text_atomically(out_dir / "comparison_minutes.csv", csv_text(columns, minutes))
     drawn = plot_curves(runs, out_dir) | plot_mixers(runs, out_dir)
     plots = list(drawn)
     if groups:

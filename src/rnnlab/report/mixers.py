@@ -23,8 +23,10 @@ from matplotlib.figure import Figure
 
 from rnnlab.report.plots import CELL_COLOURS, cell_colour, cell_of, save_png
 
-#: the minutes at which the table reads each cell's val loss
+#: the minutes at which the table reads each cell's val loss (the equal-budget comparison's
+#: 29 minutes and before), then every :data:`LATER` minutes that the longest run reached
 MINUTES = (5, 10, 20, 29)
+LATER = 30
 #: (name, x axis, label): the plots, one line per cell
 MIXER_PLOTS = (
     ("val_loss_by_time_per_cell", "seconds", "wall-clock minutes"),
@@ -102,14 +104,26 @@ def plot_mixers(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
     return drawn
 
 
+def table_minutes(runs: list[dict[str, Any]]) -> list[int]:
+    """:data:`MINUTES`, then 60, 90, ... up to the longest run's last validation (a run of
+    two hours is read at each half hour, where the lines may cross)."""
+    last = max((c[-1][0] for cs in per_cell(runs, "seconds").values() for c in cs), default=0)
+    return [*MINUTES, *range(2 * LATER, int(last // 60) + 1, LATER)]
+
+
+def minute_columns(minutes: list[int]) -> tuple[str, ...]:
+    """The minutes table's columns."""
+    return ("cell", "runs", *(f"val at {m} min" for m in minutes), *COST_COLUMNS.values())
+
+
 def minutes_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per cell: its runs, the mean val loss known at each of :data:`MINUTES` over
-    the runs that had validated by then (blank where none had), and what the finished runs
-    cost: their mean parameters, training tokens per second and peak resident MB."""
+    """One row per cell: its runs, the mean val loss known at each of :func:`table_minutes`
+    over the runs that had validated by then (blank where none had), and what the finished
+    runs cost: their mean parameters, training tokens per second and peak resident MB."""
     rows = []
     for cell, curves in per_cell(runs, "seconds").items():
         row: dict[str, Any] = {"cell": cell, "runs": len(curves)}
-        for minutes in MINUTES:
+        for minutes in table_minutes(runs):
             known = [v for c in curves if (v := known_at(c, 60.0 * minutes)) is not None]
             row[f"val at {minutes} min"] = statistics.fmean(known) if known else None
         finished = [r["metrics"] for r in runs if cell_of(r) == cell and r.get("metrics")]
@@ -144,10 +158,11 @@ def crossings(runs: list[dict[str, Any]], x_axis: str) -> list[dict[str, Any]]:
 
 
 def leaders(rows: list[dict[str, Any]]) -> dict[int, str]:
-    """The cell with the lowest val loss at each of :data:`MINUTES` (of :func:`minutes_table`'s
-    rows; a minute no cell had reached is left out)."""
+    """The cell with the lowest val loss at each minute of :func:`minutes_table`'s rows (a
+    minute no cell had reached is left out)."""
     ahead = {}
-    for minutes in MINUTES:
+    columns = [int(key.split()[2]) for key in rows[0] if key.startswith("val at")] if rows else []
+    for minutes in columns:
         known = [(row[f"val at {minutes} min"], row["cell"]) for row in rows]
         known = [pair for pair in known if pair[0] is not None]
         if known:
