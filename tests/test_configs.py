@@ -113,11 +113,11 @@ def test_the_model_group_takes_its_settings_and_defaults_from_the_dataclass(tmp_
     assert resolved.for_vocab(10_000).output == "softmax"
     rnn = compose_train(["experiment=word_rnn"], output_dir=tmp_path).model.optimizer
     assert (rnn._target_, rnn.weight_decay) == ("torch.optim.AdamW", 0.1)
-    # the LSTM preset keeps the optimizer its rows were measured with
+    # the LSTM preset takes AdamW too, since it held there side by side with Adam
     lstm = compose_train(["experiment=word_lstm"], output_dir=tmp_path).model
     assert (lstm.optimizer._target_, lstm.optimizer.weight_decay, lstm.cell) == (
-        "torch.optim.Adam",
-        0.0,
+        "torch.optim.AdamW",
+        0.1,
         "lstm",
     )
 
