@@ -50,6 +50,7 @@ MIXED = "run and transcribed"
 SECTIONS = {
     "baselines": "Baselines",
     "ablations": "What each change bought",
+    "mixers": "RNN or Transformer on 2 CPU cores?",
     "runs": "Runs added from run directories",
     "throughput": "Training throughput",
     "backends": "Backends and cells side by side",
