@@ -91,13 +91,14 @@ def generate(
     out: list[int] = []
     with key_value_cache(model):
         reader = Reader(model, ids)
-        for _ in range(num_tokens):
+        while len(out) < num_tokens:
+            if out:  # the last token, read back before the next is drawn
+                reader.feed(out[-1])
             last = reader.logits[0, -1].float().cpu()
             token = (
                 int(last.argmax()) if greedy else next_token(last, temperature, top_k, generator)
             )
             out.append(token)
-            reader.feed(token)
     model.train(was_training)
     return out
 
