@@ -284,6 +284,16 @@ def finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+#: the numbers of a run's metrics.json that its seed's entry keeps
+RUN_NUMBERS = (
+    "tokens_per_sec",
+    "train_tokens",
+    "epochs",
+    "steps",
+    "wall_seconds",
+    "num_params",
+    "peak_rss_mb",
+)
 #: the decimals a run's figure is recorded with (the rest is noise between two seeds)
 PLACES = {"loss": 4, "bpc": 4, "ppl": 2, "tokens_per_sec": 0, "wall_seconds": 1, "peak_rss_mb": 0}
 
@@ -324,8 +334,7 @@ def run_from(run_dir: Path) -> tuple[dict[str, Any], str]:
         values = {k: recorded(k, v) for k, v in (metrics.get(split) or {}).items()}
         if any(v is not None for v in values.values()):
             run[split] = values
-    keys = ("tokens_per_sec", "train_tokens", "epochs", "steps", "wall_seconds", "num_params")
-    for key in (*keys, "peak_rss_mb"):
+    for key in RUN_NUMBERS:
         if key in metrics:
             run[key] = recorded(key, metrics[key])
     if metrics.get("val_curve"):  # val loss after each validation, in order
@@ -394,18 +403,15 @@ def csv_number(text: str) -> Any:
 
 def add_csv(csv_path: Path, name: str, columns: list[str], folder: Path = RECORDS) -> Path:
     """Put ``columns`` of a table rnnlab-compare wrote (comparison.csv, the minutes) into the
-    record ``name`` as its table, row by row; the record's title, section, order, command and
-    notes stay as they were."""
+    record ``name`` as its table, row by row; the record's title, section, order, command,
+    machine and notes stay as they were, and its formats while it has as many columns."""
     with csv_path.open(encoding="utf-8", newline="") as file:
         found = list(csv.DictReader(file))
-    header = list(found[0]) if found else []
-    missing = [c for c in columns if c not in header]
-    if missing or not found:
-        raise ValueError(
-            f"{csv_path} has no column {missing[0]!r}; it has {header}"
-            if missing
-            else f"{csv_path} has no rows"
-        )
+    if not found:
+        raise ValueError(f"{csv_path} has no rows")
+    missing = [c for c in columns if c not in found[0]]
+    if missing:
+        raise ValueError(f"{csv_path} has no column {missing[0]!r}; it has {list(found[0])}")
     path = folder / f"{name}.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     record = {
@@ -415,6 +421,7 @@ def add_csv(csv_path: Path, name: str, columns: list[str], folder: Path = RECORD
         "source": "run",
         **{k: old[k] for k in ("command", "machine") if k in old},
         "columns": columns,
+        **({"formats": old["formats"]} if len(old.get("formats", ())) == len(columns) else {}),
         "rows": [[csv_number(row[c]) for c in columns] for row in found],
         **({"notes": old["notes"]} if "notes" in old else {}),
     }

@@ -432,9 +432,10 @@ def test_where_two_lines_cross_and_who_leads_at_each_minute():
     runs = [fast, *slow]
     assert crossings(runs, "seconds") == [{"seconds": 1200, "ahead": "attention", "behind": "lstm"}]
     assert crossings(runs, "tokens") == []
-    rows = minutes_table(runs)
-    assert leaders(rows) == {5: "lstm", 10: "lstm", 20: "attention", 29: "attention"}
-    text = crossings_markdown(runs, rows)
+    read_at = table_minutes(runs)
+    rows = minutes_table(runs, read_at)
+    assert leaders(rows, read_at) == {5: "lstm", 10: "lstm", 20: "attention", 29: "attention"}
+    text = crossings_markdown(runs, rows, read_at)
     assert "Ahead: lstm at 5 min, lstm at 10 min, attention at 20 min" in text
     assert "| 20.0 | attention | lstm |" in text and "By tokens: no lines cross." in text
     assert crossings([fast], "seconds") == []
@@ -446,7 +447,8 @@ def test_a_long_run_is_read_at_each_half_hour_it_reached():
     short = synthetic_run("attention", [(100, 1700, 1.7)])
     assert table_minutes([short]) == [5, 10, 20, 29]
     assert table_minutes([long, short]) == [5, 10, 20, 29, 60, 90, 120]
-    rows = {row["cell"]: row for row in minutes_table([long, short])}
+    read_at = table_minutes([long, short])
+    rows = {row["cell"]: row for row in minutes_table([long, short], read_at)}
     assert rows["mingru"]["val at 90 min"] == 1.6 and rows["mingru"]["val at 120 min"] == 1.4
     assert rows["attention"]["val at 120 min"] == 1.7  # its last value, as the plots draw it
     assert "val at 120 min" in minute_columns(table_minutes([long, short]))

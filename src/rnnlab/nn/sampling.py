@@ -48,8 +48,8 @@ class Reader:
     is read with between ``window // 2`` and ``window`` tokens before it, and gives what a
     fresh window would.
 
-    ``logits`` are the model's ``(1, T, V)`` from its last call, whose last ``fresh``
-    positions are the tokens that call added.
+    ``logits`` are the model's ``(1, T, V)`` from its last call; their last position is the
+    last token read.
     """
 
     def __init__(self, model: nn.Module, ids: list[int]) -> None:
@@ -57,7 +57,6 @@ class Reader:
         self.device = next(model.parameters()).device
         self.context = list(ids[-self.window :] if self.window else ids)
         self.logits, self.hidden = model(torch.tensor([self.context], device=self.device))
-        self.fresh = len(self.context)
 
     def feed(self, token: int) -> None:
         """Read one more token."""
@@ -69,7 +68,6 @@ class Reader:
             self.logits, self.hidden = self.model(
                 torch.tensor([[token]], device=self.device), self.hidden
             )
-        self.fresh = 1
 
 
 @torch.no_grad()

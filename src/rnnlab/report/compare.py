@@ -221,11 +221,12 @@ def compare(paths: list[Path], out_dir: Path | None = None, verbose: bool = True
     markdown += "\n## Over seeds, by backend (mean ± std)\n\n"
     shown = [dict(zip(header, line, strict=True)) for line in body]
     markdown += markdown_table(tuple(header), shown)
-    minutes = minutes_table(runs)
-    columns = minute_columns(table_minutes(runs))
+    read_at = table_minutes(runs)
+    minutes = minutes_table(runs, read_at)
+    columns = minute_columns(read_at)
     markdown += "\n## Val loss by wall-clock time, by cell (mean over runs)\n\n"
     markdown += markdown_table(columns, minutes)
-    markdown += "\n## Where the lines cross\n\n" + crossings_markdown(runs, minutes)
+    markdown += "\n## Where the lines cross\n\n" + crossings_markdown(runs, minutes, read_at)
     write_text_atomically(out_dir / "comparison.md", markdown)
     write_text_atomically(out_dir / "comparison.csv", csv_text(RUN_COLUMNS, rows))
     write_text_atomically(out_dir / "comparison_groups.csv", csv_text(group_columns(keys), groups))

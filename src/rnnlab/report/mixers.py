@@ -116,16 +116,17 @@ def minute_columns(minutes: list[int]) -> tuple[str, ...]:
     return ("cell", "runs", *(f"val at {m} min" for m in minutes), *COST_COLUMNS.values())
 
 
-def minutes_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per cell: its runs, the mean val loss known at each of :func:`table_minutes`
-    over the runs that had validated by then (blank where none had), and what the finished
-    runs cost: their mean parameters, training tokens per second and peak resident MB."""
+def minutes_table(runs: list[dict[str, Any]], minutes: list[int]) -> list[dict[str, Any]]:
+    """One row per cell: its runs, the mean val loss known at each of ``minutes`` (those of
+    :func:`table_minutes`) over the runs that had validated by then (blank where none had),
+    and what the finished runs cost: their mean parameters, training tokens per second and
+    peak resident MB."""
     rows = []
     for cell, curves in per_cell(runs, "seconds").items():
         row: dict[str, Any] = {"cell": cell, "runs": len(curves)}
-        for minutes in table_minutes(runs):
-            known = [v for c in curves if (v := known_at(c, 60.0 * minutes)) is not None]
-            row[f"val at {minutes} min"] = statistics.fmean(known) if known else None
+        for minute in minutes:
+            known = [v for c in curves if (v := known_at(c, 60.0 * minute)) is not None]
+            row[f"val at {minute} min"] = statistics.fmean(known) if known else None
         finished = [r["metrics"] for r in runs if cell_of(r) == cell and r.get("metrics")]
         for key, column in COST_COLUMNS.items():
             values = [m[key] for m in finished if math.isfinite(m.get(key) or math.nan)]
@@ -157,23 +158,25 @@ def crossings(runs: list[dict[str, Any]], x_axis: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda row: row[x_axis])
 
 
-def leaders(rows: list[dict[str, Any]]) -> dict[int, str]:
-    """The cell with the lowest val loss at each minute of :func:`minutes_table`'s rows (a
-    minute no cell had reached is left out)."""
+def leaders(rows: list[dict[str, Any]], minutes: list[int]) -> dict[int, str]:
+    """The cell with the lowest val loss at each of ``minutes`` in :func:`minutes_table`'s
+    rows (a minute no cell had reached is left out)."""
     ahead = {}
-    columns = [int(key.split()[2]) for key in rows[0] if key.startswith("val at")] if rows else []
-    for minutes in columns:
-        known = [(row[f"val at {minutes} min"], row["cell"]) for row in rows]
+    for minute in minutes:
+        known = [(row[f"val at {minute} min"], row["cell"]) for row in rows]
         known = [pair for pair in known if pair[0] is not None]
         if known:
-            ahead[minutes] = min(known)[1]
+            ahead[minute] = min(known)[1]
     return ahead
 
 
-def crossings_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+def crossings_markdown(
+    runs: list[dict[str, Any]], rows: list[dict[str, Any]], minutes: list[int]
+) -> str:
     """Who leads at each minute of the table, and where the lines cross, by time and by
     tokens: what the answer to "which mixer, for which budget?" reads."""
-    lines = ["Ahead: " + ", ".join(f"{cell} at {m} min" for m, cell in leaders(rows).items())]
+    ahead = leaders(rows, minutes)
+    lines = ["Ahead: " + ", ".join(f"{cell} at {m} min" for m, cell in ahead.items())]
     for x_axis, unit, scale in (("seconds", "minutes", 60.0), ("tokens", "M tokens", 1e6)):
         crossed = crossings(runs, x_axis)
         if not crossed:
