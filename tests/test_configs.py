@@ -1,6 +1,7 @@
 """Every config composes; every experiment and debug preset builds its data, model and trainer."""
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from rnnlab.cli.app import instantiate_all
 from rnnlab.cli.train import lm_module, train
 from rnnlab.data.vocab import Vocab
 from rnnlab.nn.lm import MIXERS, RNNLM, ModelConfig
-from tests.conftest import CONFIG_DIR, TINY_RUN, compose_train
+from tests.conftest import CONFIG_DIR, REPO, TINY_RUN, compose_train
 
 
 def group_options(group: str) -> list[str]:
@@ -192,6 +193,25 @@ def test_experiment_mixers_gives_every_mixer_about_the_same_parameters(tmp_path:
     compose_train(["experiment=mixers"], output_dir=tmp_path)
     assert HydraConfig.get().sweeper.params.mixer.split(",") == list(MIXERS)
     assert HydraConfig.get().launcher.n_jobs == 2
+
+
+def test_each_mixer_trains_at_the_best_rate_of_its_search(tmp_path: Path):
+    """The rates in configs/mixer/ are the search's best (docs/results/mixers_search.json,
+    lowest val loss per cell); they reach the experiment whether the mixer is named or is
+    the experiment's own, and a rate on the command line still goes over them."""
+    record = json.loads((REPO / "docs/results/mixers_search.json").read_text())
+    cell, lr, loss = (record["columns"].index(c) for c in ("cell", "lr", "val loss (nats)"))
+    best = {}
+    for row in sorted(record["rows"], key=lambda r: -r[loss]):
+        best[row[cell]] = row[lr]
+    assert set(best) == set(MIXERS)
+    for mixer in MIXERS:
+        cfg = compose_train(["experiment=mixers", f"mixer={mixer}"], output_dir=tmp_path)
+        assert cfg.model.optimizer.lr == best[mixer], mixer
+    own = compose_train(["experiment=shakespeare_char_mingru"], output_dir=tmp_path)
+    assert own.model.optimizer.lr == best["mingru"]
+    cfg = compose_train(["experiment=mixers", "mixer=gru", "model.optimizer.lr=0.01"], tmp_path)
+    assert cfg.model.optimizer.lr == 0.01
 
 
 def test_a_mixer_goes_over_any_experiments_core(tmp_path: Path):
