@@ -377,8 +377,8 @@ def test_a_report_that_cannot_be_written_never_fails_the_job(
 
 def test_the_mixers_are_drawn_a_line_per_cell_and_read_at_fixed_minutes(sweep: Path, tmp_path):
     """Two of the four jobs relabelled as another cell: two lines with a band over two
-    runs each, and each cell's val loss at 5 to 29 minutes, which for runs of seconds is
-    the mean of their last validations."""
+    runs each, and each cell's val loss at 5 to 29 minutes, blank for runs of seconds,
+    beside what the runs cost."""
     copy = copy_sweep(sweep, tmp_path / "sweep")
     for num in (0, 1):
         config = numbered(copy, num) / "config.yaml"
@@ -388,9 +388,7 @@ def test_the_mixers_are_drawn_a_line_per_cell_and_read_at_fixed_minutes(sweep: P
     rows = {row["cell"]: row for row in report["minutes"]}
     assert sorted(rows) == ["gru", "rnn"] and {row["runs"] for row in rows.values()} == {2}
     for cell, jobs in (("gru", (0, 1)), ("rnn", (2, 3))):
-        last = [metrics_of(numbered(copy, n))["val"]["loss"] for n in jobs]
-        for minutes in MINUTES:
-            assert rows[cell][f"val at {minutes} min"] == pytest.approx(sum(last) / 2, rel=1e-6)
+        assert [rows[cell][f"val at {minutes} min"] for minutes in MINUTES] == [None] * 4
         for key, column in (("tokens_per_sec", "tokens/s"), ("num_params", "params")):
             values = [metrics_of(numbered(copy, n))[key] for n in jobs]
             assert rows[cell][column] == round(sum(values) / 2)
@@ -422,33 +420,34 @@ def synthetic_run(cell: str, points: list[tuple[int, float, float]]) -> dict:
 
 
 def test_where_two_lines_cross_and_who_leads_at_each_minute():
-    """The fast starter leads by time until the other passes it (at 20 minutes); by tokens
+    """The fast starter leads by time until the other passes it (at 29 minutes); by tokens
     the other, which reads half as many tokens a second, is ahead from the start."""
-    fast = synthetic_run("lstm", [(100, 300, 2.0), (200, 900, 1.8), (300, 1500, 1.7)])
+    fast = synthetic_run("lstm", [(100, 300, 2.0), (200, 900, 1.8), (300, 1740, 1.7)])
     slow = [
-        synthetic_run("attention", [(50, 300, 2.4), (100, 900, 1.9), (150, 1200, 1.6)]),
-        synthetic_run("attention", [(50, 300, 2.2), (100, 900, 1.9), (150, 1200, 1.5)]),
+        synthetic_run("attention", [(50, 300, 2.4), (100, 900, 1.9), (150, 1740, 1.6)]),
+        synthetic_run("attention", [(50, 300, 2.2), (100, 900, 1.9), (150, 1740, 1.5)]),
     ]
     runs = [fast, *slow]
-    assert crossings(runs, "seconds") == [{"seconds": 1200, "ahead": "attention", "behind": "lstm"}]
+    assert crossings(runs, "seconds") == [{"seconds": 1740, "ahead": "attention", "behind": "lstm"}]
     assert crossings(runs, "tokens") == []
     read_at = table_minutes(runs)
     rows = minutes_table(runs, read_at)
-    assert leaders(rows, read_at) == {5: "lstm", 10: "lstm", 20: "attention", 29: "attention"}
+    assert rows[1]["cell"] == "attention" and rows[1]["val at 29 min"] == pytest.approx(1.55)
+    assert leaders(rows, read_at) == {5: "lstm", 10: "lstm", 20: "lstm", 29: "attention"}
     text = crossings_markdown(runs, rows, read_at)
-    assert "Ahead: lstm at 5 min, lstm at 10 min, attention at 20 min" in text
-    assert "| 20.0 | attention | lstm |" in text and "By tokens: no lines cross." in text
+    assert "Ahead: lstm at 5 min, lstm at 10 min, lstm at 20 min, attention at 29 min" in text
+    assert "| 29.0 | attention | lstm |" in text and "By tokens: no lines cross." in text
     assert crossings([fast], "seconds") == []
 
 
 def test_a_long_run_is_read_at_each_half_hour_it_reached():
     """Two-hour runs (the crossover) add 60, 90 and 120 minutes to the table."""
     long = synthetic_run("mingru", [(100, 1800, 1.6), (200, 7200, 1.4)])
-    short = synthetic_run("attention", [(100, 1700, 1.7)])
+    short = synthetic_run("mingru", [(100, 1740, 1.8)])
     assert table_minutes([short]) == [5, 10, 20, 29]
     assert table_minutes([long, short]) == [5, 10, 20, 29, 60, 90, 120]
     read_at = table_minutes([long, short])
-    rows = {row["cell"]: row for row in minutes_table([long, short], read_at)}
-    assert rows["mingru"]["val at 90 min"] == 1.6 and rows["mingru"]["val at 120 min"] == 1.4
-    assert rows["attention"]["val at 120 min"] == 1.7  # its last value, as the plots draw it
+    (row,) = minutes_table([long, short], read_at)
+    assert (row["val at 20 min"], row["val at 29 min"]) == (None, 1.8)  # long: none yet
+    assert row["val at 90 min"] == 1.6 and row["val at 120 min"] == 1.4  # the long run alone
     assert "val at 120 min" in minute_columns(table_minutes([long, short]))

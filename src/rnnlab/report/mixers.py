@@ -8,7 +8,8 @@ Drawn from the TensorBoard curves every run writes (``val/loss`` at each validat
 time is the event's wall clock since the run's first event, the tokens are the step times
 ``data.batch_size * data.seq_len`` (what one optimiser step of one process reads). Between
 two validations a run's val loss is the last one measured: nothing is interpolated, so a
-line and the table say what was known at that time.
+line and the table say what was known at that time; after a run's last validation it says
+nothing (the table leaves it out of the minutes it did not reach).
 """
 
 from __future__ import annotations
@@ -118,14 +119,16 @@ def minute_columns(minutes: list[int]) -> tuple[str, ...]:
 
 def minutes_table(runs: list[dict[str, Any]], minutes: list[int]) -> list[dict[str, Any]]:
     """One row per cell: its runs, the mean val loss known at each of ``minutes`` (those of
-    :func:`table_minutes`) over the runs that had validated by then (blank where none had),
-    and what the finished runs cost: their mean parameters, training tokens per second and
+    :func:`table_minutes`) over the runs that had validated by then and ran that long (blank
+    where none had: a 29-minute run says nothing of minute 60 beside a two-hour one), and
+    what the finished runs cost: their mean parameters, training tokens per second and
     peak resident MB."""
     rows = []
     for cell, curves in per_cell(runs, "seconds").items():
         row: dict[str, Any] = {"cell": cell, "runs": len(curves)}
         for minute in minutes:
-            known = [v for c in curves if (v := known_at(c, 60.0 * minute)) is not None]
+            reached = [c for c in curves if c[-1][0] >= 60.0 * minute]
+            known = [v for c in reached if (v := known_at(c, 60.0 * minute)) is not None]
             row[f"val at {minute} min"] = statistics.fmean(known) if known else None
         finished = [r["metrics"] for r in runs if cell_of(r) == cell and r.get("metrics")]
         for key, column in COST_COLUMNS.items():
