@@ -15,7 +15,9 @@ A record is one JSON object. Every record has ``title``, ``section`` (a key of S
 earlier README or session's notes, until a rerun replaces it; "run and transcribed": seeds
 of both kinds, each transcribed seed marked ``"source": "transcribed"`` and shown so)
 and optional ``order``, ``command``,
-``machine``, ``date`` and ``notes`` (paragraphs rendered under the table). Then either
+``machine``, ``date``, ``figures`` (``[path, caption]`` pairs, images under the table, the
+path relative to docs/, where the record's report copies them) and ``notes`` (paragraphs
+rendered under the figures). Then either
 
 - ``runs``: the seeds of one preset, each ``{"seed", "val", "test", "tokens_per_sec",
   "train_tokens", "epochs", "wall_seconds", "peak_rss_mb", "val_curve", "machine"}`` (what
@@ -273,6 +275,8 @@ def render(records: dict[str, dict[str, Any]]) -> str:
             lines += runs_table(record)
         else:
             lines += table(record["columns"], record["rows"], record.get("formats"))
+        for path, caption in record.get("figures", []):
+            lines += ["", f"![{caption}]({path})"]
         notes = record.get("notes") or []
         for paragraph in [notes] if isinstance(notes, str) else notes:
             lines += ["", paragraph]
@@ -404,7 +408,8 @@ def csv_number(text: str) -> Any:
 def add_csv(csv_path: Path, name: str, columns: list[str], folder: Path = RECORDS) -> Path:
     """Put ``columns`` of a table rnnlab-compare wrote (comparison.csv, the minutes) into the
     record ``name`` as its table, row by row; the record's title, section, order, command,
-    machine and notes stay as they were, and its formats while it has as many columns."""
+    machine, figures and notes stay as they were, and its formats while it has as many
+    columns."""
     with csv_path.open(encoding="utf-8", newline="") as file:
         found = list(csv.DictReader(file))
     if not found:
@@ -423,7 +428,7 @@ def add_csv(csv_path: Path, name: str, columns: list[str], folder: Path = RECORD
         "columns": columns,
         **({"formats": old["formats"]} if len(old.get("formats", ())) == len(columns) else {}),
         "rows": [[csv_number(row[c]) for c in columns] for row in found],
-        **({"notes": old["notes"]} if "notes" in old else {}),
+        **{k: old[k] for k in ("figures", "notes") if k in old},
     }
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -50,6 +50,8 @@ def test_every_committed_record_says_where_it_came_from(renderer):
         assert (record["source"] == renderer.MIXED) == (marked == {True, False}), name
         assert record["section"] in renderer.SECTIONS, name
         assert ("runs" in record) != ("rows" in record), name
+        for path, caption in record.get("figures", []):
+            assert (REPO / "docs" / path).is_file() and caption, (name, path)
 
 
 TWO_SEEDS = {
@@ -92,6 +94,8 @@ def test_a_benchmark_table_keeps_its_printed_digits(renderer):
     }
     page = renderer.render({"bench": record})
     assert "| h128 | 10.5 | 1.000 |\n| h512 | 4,096 | 0.630 |" in page
+    drawn = renderer.render({"bench": {**record, "figures": [["b.png", "ms by case"]]}})
+    assert "| h512 | 4,096 | 0.630 |\n\n![ms by case](b.png)\n" in drawn
     with pytest.raises(SystemExit, match="section must be one of"):
         renderer.render({"bench": {**record, "section": "elsewhere"}})
 
@@ -167,7 +171,14 @@ def test_a_table_rnnlab_compare_wrote_becomes_a_record(renderer, tmp_path: Path,
     records = tmp_path / "records"
     records.mkdir()
     (records / "minutes.json").write_text(
-        json.dumps({"title": "Mixers by minute", "section": "runs", "notes": ["Why."]})
+        json.dumps(
+            {
+                "title": "Mixers by minute",
+                "section": "runs",
+                "figures": [["m.png", "by time"]],
+                "notes": ["Why."],
+            }
+        )
     )
     args = ["--records", str(records), "--out", str(tmp_path / "results.md"), "--name", "minutes"]
     columns = ["--columns", "cell", "val at 29 min", "val at 5 min", "tokens/s"]
@@ -176,6 +187,7 @@ def test_a_table_rnnlab_compare_wrote_becomes_a_record(renderer, tmp_path: Path,
     assert record["columns"] == ["cell", "val at 29 min", "val at 5 min", "tokens/s"]
     assert record["rows"] == [["gru", 1.6012, 1.9123, 5123], ["attention", 1.7, None, 4857]]
     assert record["title"] == "Mixers by minute" and record["notes"] == ["Why."]
+    assert record["figures"] == [["m.png", "by time"]]
     assert "| gru | 1.6012 | 1.9123 | 5,123 |" in (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit):
         renderer.main(["--add-csv", str(report), *args, "--columns", "cell", "no such"])
