@@ -407,6 +407,10 @@ def test_a_runs_val_curve_by_tokens_and_what_was_known_when():
     assert val_curve(run, "tokens") == [(320.0, 3.0), (640.0, 2.5)]
     curve = val_curve(run, "seconds")
     assert [known_at(curve, x) for x in (59.0, 60.0, 119.9, 500.0)] == [None, 3.0, 3.0, 2.5]
+    # a budget of one minute: the validation after the stop scores that minute, read there
+    run["settings"]["trainer.max_time"] = "00:00:01:00"
+    assert val_curve(run, "seconds") == [(60.0, 3.0), (60.0, 2.5)]
+    assert minutes_table([{**run, "shown": {"cell": "gru"}}], [1])[0]["val at 1 min"] == 2.5
 
 
 def synthetic_run(cell: str, points: list[tuple[int, float, float]]) -> dict:

@@ -9,7 +9,9 @@ time is the event's wall clock since the run's first event, the tokens are the s
 ``data.batch_size * data.seq_len`` (what one optimiser step of one process reads). Between
 two validations a run's val loss is the last one measured: nothing is interpolated, so a
 line and the table say what was known at that time; after a run's last validation it says
-nothing (the table leaves it out of the minutes it did not reach).
+nothing (the table leaves it out of the minutes it did not reach). A run with a time budget
+(``trainer.max_time``) is stopped by it, and the validation after the stop scores the
+weights of the whole budget: it is read at the budget's end, not the seconds it took.
 """
 
 from __future__ import annotations
@@ -40,12 +42,23 @@ COST_COLUMNS = {"num_params": "params", "tokens_per_sec": "tokens/s", "peak_rss_
 Curve = list[tuple[float, float]]
 
 
+def budget_seconds(run: dict[str, Any]) -> float:
+    """``trainer.max_time`` (DD:HH:MM:SS, as the config check holds it) in seconds; no
+    budget is an endless one."""
+    text = run["settings"].get("trainer.max_time")
+    if not text:
+        return math.inf
+    days, hours, minutes, seconds = (int(part) for part in str(text).split(":"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
 def val_curve(run: dict[str, Any], x_axis: str) -> Curve:
-    """``(x, val loss)`` at each validation of ``run``: x in seconds since its start, or
-    in tokens seen."""
+    """``(x, val loss)`` at each validation of ``run``: x in seconds since its start (at
+    most its time budget), or in tokens seen."""
     points = run["curves"].get("val/loss", [])
     if x_axis == "seconds":
-        return [(wall - run["start"], value) for _, wall, value in points]
+        budget = budget_seconds(run)
+        return [(min(wall - run["start"], budget), value) for _, wall, value in points]
     settings = run["settings"]
     per_step = (settings.get("data.batch_size") or 0) * (settings.get("data.seq_len") or 0)
     return [(float(step * per_step), value) for step, _, value in points]
