@@ -455,3 +455,12 @@ def test_a_long_run_is_read_at_each_half_hour_it_reached():
     assert (row["val at 20 min"], row["val at 29 min"]) == (None, 1.8)  # long: none yet
     assert row["val at 90 min"] == 1.6 and row["val at 120 min"] == 1.4  # the long run alone
     assert "val at 120 min" in minute_columns(table_minutes([long, short]))
+
+
+def test_a_runs_budget_end_is_a_minute_of_the_table():
+    """The word leg's 44-minute budget is read at its end, the validation after the stop."""
+    word = synthetic_run("gru", [(100, 1200, 5.2), (200, 2700, 4.9)])
+    word["settings"]["trainer.max_time"] = "00:00:44:00"
+    assert table_minutes([word]) == [5, 10, 20, 29, 44]
+    (row,) = minutes_table([word], [5, 10, 20, 29, 44])
+    assert (row["val at 29 min"], row["val at 44 min"]) == (5.2, 4.9)

@@ -120,9 +120,11 @@ def plot_mixers(runs: list[dict[str, Any]], out_dir: Path) -> dict[Path, int]:
 
 def table_minutes(runs: list[dict[str, Any]]) -> list[int]:
     """:data:`MINUTES`, then 60, 90, ... up to the longest run's last validation (a run of
-    two hours is read at each half hour, where the lines may cross)."""
+    two hours is read at each half hour, where the lines may cross), and the minute each
+    run's time budget ends (the word leg's 44), in order."""
     last = max((c[-1][0] for cs in per_cell(runs, "seconds").values() for c in cs), default=0)
-    return [*MINUTES, *range(2 * LATER, int(last // 60) + 1, LATER)]
+    ends = {int(end // 60) for run in runs if math.isfinite(end := budget_seconds(run))}
+    return sorted({*MINUTES, *range(2 * LATER, int(last // 60) + 1, LATER), *ends})
 
 
 def minute_columns(minutes: list[int]) -> tuple[str, ...]:
