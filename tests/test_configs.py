@@ -227,9 +227,4 @@ def test_a_mixer_goes_over_any_experiments_core(tmp_path: Path):
     assert (cfg.data.seq_len, cfg.model.num_layers) == (word.data.seq_len, word.model.num_layers)
     assert cfg.trainer.max_time == word.trainer.max_time
     compose_train(["experiment=word_mixers"], output_dir=tmp_path)
-    assert HydraConfig.get().sweeper.params.mixer.split(",") == [
-        "mingru",
-        "gru",
-        "lstm",
-        "attention",
-    ]
+    assert HydraConfig.get().sweeper.params.mixer == "mingru,gru,lstm,attention"
